@@ -1,0 +1,8 @@
+"""ZenML materializers for the pipeline's artifacts: no pickle, content-hashed where caching needs it."""
+
+from materializers.anndata_materializer import AnnDataMaterializer
+from materializers.embedding_materializer import GeneEmbeddingMaterializer
+from materializers.model_materializer import ModelBundleMaterializer
+from materializers.split_materializer import SplitMaterializer
+
+__all__ = ["AnnDataMaterializer", "GeneEmbeddingMaterializer", "ModelBundleMaterializer", "SplitMaterializer"]

@@ -1,0 +1,69 @@
+"""The training pipeline: ingest -> validate -> embed -> train -> evaluate -> register."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+from zenml import Model, pipeline
+
+from scregnet.config import RunConfig
+from scregnet.data import dataset_name
+from scregnet.registry import model_name
+from steps.embed.embed import embed
+from steps.evaluate.evaluate import evaluate
+from steps.ingest.ingest import ingest
+from steps.register.register import register
+from steps.train.train import train
+from steps.validate.validate import validate
+
+
+@pipeline(enable_cache=True)
+def training_pipeline(config: RunConfig) -> None:
+    expression, priors = ingest(config)
+    validate(expression, priors, config)
+    # Nothing is embedded or trained until the inputs passed validation.
+    gene_embedding = embed(expression, config.embedder, after="validate")
+    model, split, run_id = train(expression, priors, gene_embedding, config, after="validate")
+    metrics = evaluate(model, split, config, run_id)
+    register(model, split, metrics, config, run_id)
+
+
+def resolve_dataset_name(config: RunConfig) -> str:
+    if config.data.name:
+        return config.data.name
+    if config.data.path is not None:
+        return dataset_name(config.data.path)
+    if config.data.h5ad is not None:
+        return Path(config.data.h5ad).stem
+    return "dataset"
+
+
+def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None):
+    """Run the pipeline on the active ZenML stack; returns the pipeline run response.
+
+    `zenml_config`: a run-config YAML; its `settings`/`steps` go to ZenML, its
+    `parameters.config` has already been read into `config` by `load_config`.
+    """
+    config = config.model_copy(deep=True)
+    config.data.name = resolve_dataset_name(config)
+    options: dict = {"model": Model(name=model_name(config.registry.model_prefix, config.data.name),
+                                    description="scRegNet TF -> target link predictor")}
+    if run_name:
+        options["run_name"] = run_name
+    tmp = None
+    if zenml_config is not None:
+        raw = yaml.safe_load(Path(zenml_config).read_text()) or {}
+        raw.pop("parameters", None)
+        if raw:
+            tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+            yaml.safe_dump(raw, tmp)
+            tmp.close()
+            options["config_path"] = tmp.name
+    try:
+        return training_pipeline.with_options(**options)(config=config)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)

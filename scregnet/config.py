@@ -1,0 +1,179 @@
+"""One typed configuration object, from YAML to every step.
+
+`RunConfig` is the only place defaults live. Steps and the CLI receive it (or one of its
+sections) and never invent constants of their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Protocol = Literal["genelink", "heldout_tf", "heldout_target", "heldout_both"]
+EmbedderKind = Literal["none", "pca", "precomputed", "geneformer"]
+GnnKind = Literal["gcn", "sage", "gat"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the expression and the priors come from.
+
+    Either `path` (a BEELINE-layout directory) or `h5ad` + `priors`.
+    """
+
+    path: Path | None = None
+    h5ad: Path | None = None
+    priors: list[Path] = Field(default_factory=list)
+    name: str | None = None  # dataset name used in the registry; derived from the path if unset
+    min_cells: int = 10
+    min_genes: int = 20
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.path is not None and self.h5ad is not None:
+            raise ValueError("data: give either 'path' (BEELINE directory) or 'h5ad' (+ 'priors'), not both")
+        if self.h5ad is not None and not self.priors:
+            raise ValueError("data: 'h5ad' needs at least one 'priors' table (CSV/TSV with tf,target columns)")
+        return self
+
+
+class SplitConfig(_Section):
+    protocol: Protocol = "genelink"
+    seed: int = 0
+    train_frac: float = 0.67
+    val_frac: float = 0.10
+    # Probability that a TF with a single positive sends it to train (GENELink's rule).
+    single_positive_train_prob: float = 0.5
+    # Fraction of TFs / targets held out for the held-out protocols.
+    heldout_frac: float = 0.2
+    # Degree-aware negatives: sample training negatives so target degree is balanced.
+    degree_aware_negatives: bool = False
+    # Read pre-made split files (Train_set.csv, ...) from this directory instead.
+    split_dir: Path | None = None
+
+
+class GeneformerConfig(_Section):
+    model: str | None = None  # local directory or hub id
+    dictionaries: Path | None = None  # directory with token/median/mapping dictionaries
+    version: Literal["auto", "v1", "v2"] = "auto"
+    layer: int = -2  # hidden-state index relative to the end: -1 = last layer, -2 = penultimate
+    transform: Literal["none", "counts"] = "none"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int | None = None  # None: chosen from free memory
+    n_shards: int = 1
+    max_cells: int | None = None
+
+
+class EmbedderConfig(_Section):
+    kind: EmbedderKind = "none"
+    dim: int = 64  # pca components
+    path: Path | None = None  # precomputed table (csv, tsv, parquet, .pt dict, .npy adapters)
+    format: Literal["auto", "table", "torch", "scbert", "scfoundation", "ensembl_csv"] = "auto"
+    gene_index: Path | None = None  # scFoundation gene order / scBERT gene list / Ensembl mapping
+    geneformer: GeneformerConfig = Field(default_factory=GeneformerConfig)
+
+
+class ModelConfig(_Section):
+    gnn: GnnKind = "gcn"
+    gnn_dims: list[int] = Field(default_factory=lambda: [128, 64])
+    mlp_dims: list[int] = Field(default_factory=lambda: [64])
+    dropout: float = 0.2
+    gat_heads: int = 2
+    gat_concat: bool = False
+    gat_negative_slope: float = 0.2
+    shared_towers: bool = True  # the paper's TF and target towers share weights
+    use_gnn: bool = True  # ablation: embedding (+ expression) only
+    use_embedding: bool = True  # ablation: GNN only
+
+
+class TrainConfig(_Section):
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    batch_size: int | None = None  # None: every training pair in one step (full batch)
+    max_epochs: int = 300
+    eval_every: int = 5
+    patience: int = 10  # evaluations without validation improvement before stopping
+    select_metric: Literal["auroc", "auprc"] = "auprc"
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int | None = None
+
+
+class RegistryConfig(_Section):
+    model_prefix: str = "scregnet"
+    promotion_metric: Literal["auroc", "auprc"] = "auprc"
+    promotion_margin: float = 0.0  # challenger must beat champion by more than this
+    enabled: bool = True  # False: train and evaluate only, register nothing
+
+
+class TrackingConfig(_Section):
+    experiment: str = "scregnet"
+    tracking_uri: str | None = None  # None: sqlite at $SCREGNET_HOME/mlflow.db
+
+
+class RunConfig(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # Free-form settings for the orchestrator (read by pipelines/, ignored by the core).
+    stack: dict[str, Any] = Field(default_factory=dict)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for logging as MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json", exclude={"stack"}))
+        return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config and apply dotted-key overrides (`{"train.lr": 1e-3}`).
+
+    Errors name the file and the offending key.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        # ZenML run configs put our object under `parameters.config`; accept both shapes.
+        if "parameters" in raw and isinstance(raw["parameters"], dict) and "config" in raw["parameters"]:
+            raw = raw["parameters"]["config"]
+        raw = {k: v for k, v in raw.items() if k not in ("settings", "enable_cache", "run_name")}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return RunConfig.model_validate(raw)
+    except Exception as exc:  # pydantic's message lists each bad field
+        where = f"{path}: " if path is not None else ""
+        raise ValueError(f"{where}invalid run config:\n{exc}") from exc

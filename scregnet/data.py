@@ -1,0 +1,339 @@
+"""Loading expression and priors into one dataset object.
+
+Two sources:
+- a BEELINE-layout directory (`BL--ExpressionData.csv[.gz]` genes x cells, `Target.csv`,
+  `TF.csv`, `Label.csv`; see ../shared/beeline/README.md);
+- an AnnData `.h5ad` (cells x genes, `var_names` = gene symbols) plus one or more priors
+  tables (CSV/TSV with `tf,target` or BEELINE's `Gene1,Gene2` columns).
+
+The dataset keeps AnnData conventions: `adata` is cells x genes, `var_names` are upper-case
+gene symbols. Priors (TF -> target symbols) stay as a table until
+`label_graph()` turns them into node indices, so validation can report bad rows by name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scregnet.errors import DataError, ExpressionMissingError
+
+EXPRESSION_FILE = "BL--ExpressionData.csv"
+PRIOR_COLUMN_ALIASES = {
+    "tf": ("tf", "gene1", "source", "regulator"),
+    "target": ("target", "gene2", "gene"),
+}
+
+
+@dataclass
+class LabelGraph:
+    """Priors as node indices.
+
+    Attributes:
+        genes: node names, length N (order = expression order).
+        tf_index: int64 [T] indices of TFs with at least one positive.
+        edges: int64 [E, 2] positive (tf, target) pairs, unique, no self loops.
+    """
+
+    genes: list[str]
+    tf_index: np.ndarray
+    edges: np.ndarray
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+
+@dataclass
+class GRNDataset:
+    """Expression (cells x genes) + TF list + prior edges (symbols)."""
+
+    name: str
+    adata: object  # anndata.AnnData; typed loosely so importing this module stays cheap
+    priors: pd.DataFrame  # columns: tf, target, source
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def genes(self) -> list[str]:
+        return list(self.adata.var_names)
+
+    @property
+    def tfs(self) -> list[str]:
+        """Regulators with at least one measured positive target (the TFs a model can score)."""
+        graph = self.label_graph()
+        return [graph.genes[i] for i in graph.tf_index]
+
+    def label_graph(self) -> LabelGraph:
+        """Known positives as indices; drops self loops, duplicates and unmeasured genes."""
+        return label_graph_from_symbols(self.genes, self.priors)
+
+    def zscored_features(self) -> np.ndarray:
+        """Node features: each gene's expression z-scored across cells, float32 [genes, cells]."""
+        x = _dense(self.adata.X).astype(np.float64).T
+        mean = x.mean(axis=1, keepdims=True)
+        std = x.std(axis=1, keepdims=True)
+        std[std == 0] = 1.0  # constant genes become all-zero features rather than NaN
+        return ((x - mean) / std).astype(np.float32)
+
+    def expression_hash(self) -> str:
+        h = hashlib.sha256()
+        h.update("\n".join(self.adata.var_names).encode())
+        h.update(np.ascontiguousarray(_dense(self.adata.X), dtype=np.float32).tobytes())
+        return h.hexdigest()
+
+    def priors_hash(self) -> str:
+        table = self.priors[["tf", "target"]].sort_values(["tf", "target"]).to_csv(index=False)
+        return hashlib.sha256(table.encode()).hexdigest()
+
+    # Pipeline artifacts: expression (AnnData, name and sources in `uns`) and priors travel
+    # separately, so a change of priors leaves the expression artifact's content unchanged.
+    def expression(self):
+        adata = self.adata.copy()
+        adata.uns["dataset"] = self.name
+        adata.uns["sources"] = dict(self.sources)
+        return adata
+
+    @classmethod
+    def from_parts(cls, adata, priors: pd.DataFrame) -> "GRNDataset":
+        return cls(
+            name=str(adata.uns.get("dataset", "dataset")),
+            adata=adata,
+            priors=priors.astype(str).reset_index(drop=True),
+            sources=dict(adata.uns.get("sources", {})),
+        )
+
+
+def label_graph_from_symbols(genes: list[str], priors: pd.DataFrame) -> LabelGraph:
+    index = {g: i for i, g in enumerate(genes)}
+    tf = priors["tf"].map(index)
+    tg = priors["target"].map(index)
+    keep = tf.notna() & tg.notna() & (priors["tf"] != priors["target"])
+    edges = np.stack([tf[keep].to_numpy(np.int64), tg[keep].to_numpy(np.int64)], axis=1) if keep.any() else np.zeros((0, 2), np.int64)
+    edges = np.unique(edges, axis=0) if len(edges) else edges
+    return LabelGraph(genes=list(genes), tf_index=np.unique(edges[:, 0]), edges=edges)
+
+
+def _dense(x) -> np.ndarray:
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
+def find_file(directory: Path, name: str) -> Path | None:
+    """`name` or `name.gz` inside `directory`, whichever exists."""
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_table(path: Path, *, index_col: int | None = 0, expect: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV/TSV (plain or .gz) with errors that name the file and what was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path)
+    if path.stat().st_size == 0:
+        raise DataError("file is empty", path)
+    sep = "\t" if path.name.removesuffix(".gz").endswith((".tsv", ".txt")) else ","
+    try:
+        df = pd.read_csv(path, index_col=index_col, sep=sep)
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise DataError(f"cannot decompress/read ({exc}); the file looks truncated or corrupt", path) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError("file has no rows or header", path) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"not a valid {'TSV' if sep == chr(9) else 'CSV'} table: {exc}", path) from exc
+    missing = [c for c in expect if c not in df.columns]
+    if missing:
+        hint = ""
+        if len(df.columns) == 1 and any(d in str(df.columns[0]) for d in (";", "\t", "|", " ")):
+            hint = " (the header looks like a single column: wrong delimiter? expected ',')"
+        raise DataError(
+            f"missing column(s) {missing}; expected columns {list(expect)}, found {list(df.columns)}{hint}", path
+        )
+    return df
+
+
+def _read_index_table(path: Path, column: str, n_genes: int | None) -> pd.DataFrame:
+    df = read_table(path, expect=(column, "index") if column != "Label" else ())
+    return df
+
+
+def load_beeline_labels(directory: str | Path) -> tuple[list[str], list[str], pd.DataFrame]:
+    """Genes, TFs and prior edges (symbols) of a BEELINE directory; needs no expression.
+
+    Returns:
+        genes: node names in index order (from Target.csv).
+        tfs: TF symbols (from TF.csv).
+        priors: DataFrame with columns tf, target, source.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError("dataset directory not found", directory)
+    paths = {}
+    for name in ("Target.csv", "TF.csv", "Label.csv"):
+        p = find_file(directory, name)
+        if p is None:
+            raise DataError(f"missing {name} (or {name}.gz); a BEELINE dataset needs Target.csv, TF.csv and Label.csv", directory)
+        paths[name] = p
+    target = read_table(paths["Target.csv"], expect=("Gene", "index"))
+    tf = read_table(paths["TF.csv"], expect=("TF", "index"))
+    label = read_table(paths["Label.csv"], expect=("TF", "Target"))
+
+    n = len(target)
+    idx = pd.to_numeric(target["index"], errors="coerce")
+    if idx.isna().any():
+        row = int(np.flatnonzero(idx.isna().to_numpy())[0])
+        raise DataError(f"row {row + 2}: column 'index' must be an integer, got {target['index'].iloc[row]!r}", paths["Target.csv"])
+    if sorted(idx.astype(int)) != list(range(n)):
+        raise DataError(f"column 'index' must be a permutation of 0..{n - 1} (one row per expression row)", paths["Target.csv"])
+    genes_by_index = pd.Series(target["Gene"].astype(str).str.upper().to_numpy(), index=idx.astype(int).to_numpy()).sort_index()
+    genes = list(genes_by_index)
+
+    for path, frame, cols in ((paths["TF.csv"], tf, ("index",)), (paths["Label.csv"], label, ("TF", "Target"))):
+        for col in cols:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            bad = values.isna() | (values < 0) | (values >= n) | (values % 1 != 0)
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(
+                    f"row {row + 2}, column '{col}': node index {frame[col].iloc[row]!r} is out of range; "
+                    f"expected an integer in 0..{n - 1} (Target.csv has {n} genes)",
+                    path,
+                )
+    tfs = [genes[int(i)] for i in tf["index"]]
+    priors = pd.DataFrame(
+        {
+            "tf": [genes[int(i)] for i in label["TF"]],
+            "target": [genes[int(i)] for i in label["Target"]],
+            "source": str(paths["Label.csv"]),
+        }
+    )
+    return genes, tfs, priors
+
+
+def load_beeline(directory: str | Path, name: str | None = None) -> GRNDataset:
+    """A BEELINE-layout directory -> GRNDataset (raises ExpressionMissingError without expression)."""
+    import anndata as ad
+
+    directory = Path(directory)
+    genes, tfs, priors = load_beeline_labels(directory)
+    expr_path = find_file(directory, EXPRESSION_FILE)
+    if expr_path is None:
+        raise ExpressionMissingError(
+            f"no {EXPRESSION_FILE} (or .gz) here: labels exist but the expression matrix is absent, "
+            "so this dataset cannot be trained on",
+            directory,
+        )
+    expr = read_table(expr_path)
+    if expr.shape[1] == 0:
+        raise DataError("expression has no cell columns; expected genes as rows and cells as columns", expr_path)
+    values = expr.apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & expr.notna()
+    if bad.to_numpy().any():
+        r, c = np.argwhere(bad.to_numpy())[0]
+        raise DataError(
+            f"row {r + 2} (gene {expr.index[r]!r}), column {expr.columns[c]!r}: value {expr.iat[r, c]!r} is not a number",
+            expr_path,
+        )
+    expr_genes = [str(g).upper() for g in expr.index]
+    if len(expr_genes) != len(genes):
+        raise DataError(
+            f"has {len(expr_genes)} gene rows but Target.csv lists {len(genes)} genes; expected one row per gene in index order",
+            expr_path,
+        )
+    mismatch = [i for i, (a, b) in enumerate(zip(expr_genes, genes)) if a != b]
+    if mismatch:
+        i = mismatch[0]
+        raise DataError(
+            f"row {i + 2}: gene {expr_genes[i]!r} does not match Target.csv index {i} ({genes[i]!r}); "
+            f"{len(mismatch)} row(s) out of order",
+            expr_path,
+        )
+    adata = ad.AnnData(
+        X=values.to_numpy(dtype=np.float32).T,  # cells x genes
+        obs=pd.DataFrame(index=pd.Index([str(c) for c in expr.columns], name="cell")),
+        var=pd.DataFrame(index=pd.Index(genes, name="gene")),
+    )
+    return GRNDataset(
+        name=name or dataset_name(directory),
+        adata=adata,
+        priors=priors,
+        sources={"expression": str(expr_path), "labels": str(find_file(directory, "Label.csv"))},
+    )
+
+
+def read_priors(path: str | Path) -> pd.DataFrame:
+    """A priors table (CSV/TSV; `tf,target` or `Gene1,Gene2`; optional score) -> tf, target, source."""
+    path = Path(path)
+    df = read_table(path, index_col=None)
+    lower = {str(c).strip().lower(): c for c in df.columns}
+    chosen = {}
+    for role, aliases in PRIOR_COLUMN_ALIASES.items():
+        col = next((lower[a] for a in aliases if a in lower), None)
+        if col is None:
+            raise DataError(
+                f"no {role} column; expected a header with 'tf,target' or 'Gene1,Gene2', found {list(df.columns)}",
+                path,
+            )
+        chosen[role] = col
+    out = pd.DataFrame(
+        {
+            "tf": df[chosen["tf"]].astype(str).str.strip().str.upper(),
+            "target": df[chosen["target"]].astype(str).str.strip().str.upper(),
+        }
+    )
+    empty = (out["tf"].isin(["", "NAN"])) | (out["target"].isin(["", "NAN"]))
+    if empty.any():
+        row = int(np.flatnonzero(empty.to_numpy())[0])
+        raise DataError(f"row {row + 2}: empty TF or target gene name", path)
+    out["source"] = str(path)
+    return out
+
+
+def load_h5ad(h5ad: str | Path, priors: list[str | Path], name: str | None = None) -> GRNDataset:
+    """AnnData (cells x genes) + priors tables -> GRNDataset."""
+    import anndata as ad
+
+    h5ad = Path(h5ad)
+    if not h5ad.is_file():
+        raise DataError("file not found", h5ad)
+    try:
+        adata = ad.read_h5ad(h5ad)
+    except Exception as exc:  # h5py raises OSError/KeyError variants for truncated files
+        raise DataError(f"cannot read as .h5ad ({type(exc).__name__}: {exc}); the file looks truncated or corrupt", h5ad) from exc
+    adata.var_names = [str(g).upper() for g in adata.var_names]
+    if not priors:
+        raise DataError("no priors table given; pass --priors FILE (CSV/TSV with tf,target columns)")
+    table = pd.concat([read_priors(p) for p in priors], ignore_index=True)
+    return GRNDataset(
+        name=name or h5ad.stem,
+        adata=adata,
+        priors=table,
+        sources={"expression": str(h5ad), "priors": ",".join(str(p) for p in priors)},
+    )
+
+
+def dataset_name(directory: str | Path) -> str:
+    """`.../Specific/hESC/TFs500` -> `hESC/TFs500`; any other directory -> its name."""
+    directory = Path(directory).resolve()
+    if directory.name.lower().startswith("tfs"):
+        return f"{directory.parent.name}/{directory.name}"
+    return directory.name
+
+
+def load_dataset(config) -> GRNDataset:
+    """From a `DataConfig`: BEELINE directory, or h5ad + priors."""
+    if config.path is not None:
+        ds = load_beeline(config.path, name=config.name)
+        if config.priors:  # extra priors on top of Label.csv
+            extra = pd.concat([read_priors(p) for p in config.priors], ignore_index=True)
+            ds.priors = pd.concat([ds.priors, extra], ignore_index=True)
+        return ds
+    if config.h5ad is not None:
+        return load_h5ad(config.h5ad, config.priors, name=config.name)
+    raise DataError("no input: set data.path (BEELINE directory) or data.h5ad + data.priors in the config")

@@ -1,0 +1,74 @@
+"""One experiment = one split + one trained model + its evaluation beside the baselines.
+
+This is the science the ZenML steps and the benchmark share. Test metrics are computed
+exactly once per trained model, after selection on validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scregnet.baselines import evaluate_baselines
+from scregnet.data import GRNDataset
+from scregnet.embeddings.base import GeneEmbedding
+from scregnet.metrics import evaluate_scores
+from scregnet.splits import Split, make_split
+from scregnet.serialize import ModelBundle
+from scregnet.train import ModelInputs, TrainResult, bundle, fit
+
+
+@dataclass
+class Evaluation:
+    """Model and baseline metrics per part ('val', 'test'), plus test scores for plots."""
+
+    model: dict[str, dict[str, float]]
+    baselines: dict[str, dict[str, dict[str, float]]]
+    test_scores: np.ndarray
+    test_pairs: np.ndarray
+    baseline_test_scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def evaluate(model: ModelBundle, split: Split) -> Evaluation:
+    """Model and baselines on validation and (once) on test."""
+    from scregnet.baselines import BASELINES, baseline_scores
+
+    n = len(model.genes)
+    model_metrics, base_metrics = {}, {}
+    test_scores = np.zeros(0)
+    for part in ("val", "test"):
+        pairs = split.part(part)
+        if len(pairs) == 0:
+            continue
+        scores = model.score_indices(pairs)
+        model_metrics[part] = evaluate_scores(pairs, scores)
+        base_metrics[part] = evaluate_baselines(split.train, pairs, n)
+        if part == "test":
+            test_scores = scores
+    return Evaluation(
+        model=model_metrics, baselines=base_metrics, test_scores=test_scores, test_pairs=split.test,
+        baseline_test_scores={b: baseline_scores(b, split.train, split.test, n) for b in BASELINES},
+    )
+
+
+@dataclass
+class ExperimentResult:
+    split: Split
+    train: TrainResult
+    model: ModelBundle
+    evaluation: Evaluation
+
+
+def run_experiment(dataset: GRNDataset, config, embedding: GeneEmbedding | None, seed: int | None = None,
+                   inputs: ModelInputs | None = None, on_eval=None) -> ExperimentResult:
+    """Split (seeded), train (seeded), evaluate. `seed` overrides both config seeds."""
+    split_cfg, train_cfg = config.split, config.train
+    if seed is not None:
+        split_cfg = split_cfg.model_copy(update={"seed": seed})
+        train_cfg = train_cfg.model_copy(update={"seed": seed})
+    split = make_split(dataset.label_graph(), split_cfg)
+    inputs = inputs or ModelInputs.build(dataset, embedding)
+    result = fit(inputs, split, config.model, train_cfg, on_eval=on_eval)
+    model = bundle(result, inputs, config.model)
+    return ExperimentResult(split, result, model, evaluate(model, split))

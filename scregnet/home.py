@@ -1,0 +1,40 @@
+"""All local state under $SCREGNET_HOME (default ./.scregnet); nothing in the user's home.
+
+`configure()` must run before ZenML or MLflow are imported: both read their locations
+from the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("SCREGNET_HOME", ".scregnet")).expanduser().resolve()
+
+
+def mlflow_db() -> Path:
+    return home() / "mlflow.db"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{mlflow_db()}"
+
+
+def configure(tracking_uri: str | None = None) -> Path:
+    """Point ZenML, MLflow, Great Expectations and Optuna at $SCREGNET_HOME; returns it."""
+    root = home()
+    root.mkdir(parents=True, exist_ok=True)
+    env = os.environ
+    env.setdefault("ZENML_CONFIG_PATH", str(root / "zenml"))
+    env.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
+    env.setdefault("ZENML_ENABLE_REPO_INIT_WARNINGS", "false")
+    env.setdefault("ZENML_LOGGING_VERBOSITY", "INFO")  # step start/finish lines are the progress display
+    env.setdefault("AUTO_OPEN_DASHBOARD", "false")
+    env.setdefault("GX_ANALYTICS_ENABLED", "false")
+    env.setdefault("MLFLOW_TRACKING_URI", tracking_uri or default_tracking_uri())
+    env.setdefault("MPLCONFIGDIR", str(root / "matplotlib"))
+    # Local artifacts (MLflow) live beside the database.
+    env.setdefault("SCREGNET_ARTIFACTS", str(root / "mlartifacts"))
+    return root

@@ -1,0 +1,120 @@
+"""The scRegNet model: GNN encoder + frozen gene embedding + shared MLP link head.
+
+Shapes: N genes (nodes), C cells (expression feature width), D embedding dims,
+E training-positive edges, B scored pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GCNConv, SAGEConv
+from torch_geometric.utils import to_undirected
+
+
+def training_graph(train_edges: Tensor, num_nodes: int) -> Tensor:
+    """Undirected edge_index [2, 2E'] of the training positives, self loops removed.
+
+    Args:
+        train_edges: int64 [E, 2] (tf, target) pairs with label 1 in the training split.
+    """
+    edge_index = train_edges.t().contiguous()
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    return to_undirected(edge_index, num_nodes=num_nodes)
+
+
+class GNNEncoder(nn.Module):
+    """Stack of GCN / GraphSAGE / GAT layers with ReLU + dropout between them.
+
+    forward(x [N, C], edge_index [2, E']) -> [N, dims[-1]]
+    """
+
+    def __init__(self, in_dim: int, dims: list[int], kind: str = "gcn", dropout: float = 0.2,
+                 heads: int = 2, concat: bool = False, negative_slope: float = 0.2):
+        super().__init__()
+        if not dims:
+            raise ValueError("GNN needs at least one layer width")
+        self.dropout = dropout
+        self.layers = nn.ModuleList()
+        width = in_dim
+        for out in dims:
+            if kind == "gcn":
+                layer = GCNConv(width, out)
+            elif kind == "sage":
+                layer = SAGEConv(width, out)
+            elif kind == "gat":
+                per_head = max(1, out // heads) if concat else out
+                layer = GATConv(width, per_head, heads=heads, concat=concat, negative_slope=negative_slope)
+                out = per_head * heads if concat else out
+            else:
+                raise ValueError(f"unknown GNN kind {kind!r}; expected gcn, sage or gat")
+            self.layers.append(layer)
+            width = out
+        self.out_dim = width
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, edge_index)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+                x = nn.functional.dropout(x, self.dropout, self.training)
+        return x
+
+
+def mlp(in_dim: int, dims: list[int], dropout: float) -> tuple[nn.Sequential, int]:
+    """LeakyReLU + dropout MLP; returns the module and its output width."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for out in dims:
+        layers += [nn.Linear(width, out), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
+        width = out
+    return nn.Sequential(*layers), width
+
+
+class ScRegNet(nn.Module):
+    """Joint gene representation -> tower MLP -> Linear(2h, 2) over (TF, target).
+
+    forward(x [N, C], edge_index [2, E'], pairs [B, 2]) -> logits [B, 2]
+    score(...) -> P(edge) [B]
+    """
+
+    def __init__(self, num_features: int, embedding: Tensor | None, gnn: str = "gcn",
+                 gnn_dims: list[int] | None = None, mlp_dims: list[int] | None = None,
+                 dropout: float = 0.2, gat_heads: int = 2, gat_concat: bool = False,
+                 gat_negative_slope: float = 0.2, shared_towers: bool = True, use_gnn: bool = True):
+        super().__init__()
+        gnn_dims = list(gnn_dims or [128, 64])
+        mlp_dims = list(mlp_dims or [64])
+        # The foundation-model embedding is frozen: a buffer, saved with the weights, never trained.
+        emb = embedding if embedding is not None else torch.zeros(0, 0)
+        self.register_buffer("embedding", emb.float())
+        emb_dim = int(self.embedding.shape[1]) if self.embedding.numel() else 0
+        self.use_gnn = use_gnn
+        self.encoder = (GNNEncoder(num_features, gnn_dims, gnn, dropout, gat_heads, gat_concat, gat_negative_slope)
+                        if use_gnn else None)
+        joint = emb_dim + (self.encoder.out_dim if use_gnn else num_features)
+        if joint == 0:
+            raise ValueError("model has no input: enable the GNN or give an embedding")
+        self.tf_tower, width = mlp(joint, mlp_dims, dropout)
+        self.target_tower = self.tf_tower if shared_towers else mlp(joint, mlp_dims, dropout)[0]
+        self.head = nn.Linear(2 * width, 2)
+
+    def node_representation(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """[N, D + h_gnn]: frozen embedding concatenated with the GNN output."""
+        h = self.encoder(x, edge_index) if self.use_gnn else x
+        if self.embedding.numel():
+            h = torch.cat([self.embedding, h], dim=1)
+        return h
+
+    def forward(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:
+        h = self.node_representation(x, edge_index)
+        # The towers act on one gene at a time, so run them once per node ([N, h]) and gather:
+        # the same function as per-pair application at ~1/40 of the rows (dropout masks are
+        # then drawn per gene rather than per pair occurrence).
+        tf = self.tf_tower(h)
+        target = tf if self.target_tower is self.tf_tower else self.target_tower(h)
+        return self.head(torch.cat([tf[pairs[:, 0]], target[pairs[:, 1]]], dim=1))
+
+    @torch.no_grad()
+    def score(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:
+        return torch.softmax(self.forward(x, edge_index, pairs), dim=1)[:, 1]

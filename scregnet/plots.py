@@ -1,0 +1,68 @@
+"""Figures people would rather look at than read: ROC/PR with baselines, training curves."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: steps run in pods and CI without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+
+def roc_pr_figure(pairs: np.ndarray, model_scores: np.ndarray, baseline_scores: dict[str, np.ndarray], title: str = ""):
+    """Two panels (ROC, PR) with the model in bold and each trivial baseline dashed."""
+    y = pairs[:, 2].astype(int)
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
+    curves = [("model", model_scores, dict(lw=2.2, color="black"))]
+    for i, (name, s) in enumerate(baseline_scores.items()):
+        curves.append((name, s, dict(lw=1.2, ls="--", color=f"C{i}")))
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    for name, s, style in curves:
+        fpr, tpr, _ = roc_curve(y, s)
+        prec, rec, _ = precision_recall_curve(y, s)
+        ax_roc.plot(fpr, tpr, label=f"{name} ({roc_auc_score(y, s):.3f})", **style)
+        ax_pr.plot(rec, prec, label=f"{name} ({average_precision_score(y, s):.3f})", **style)
+    ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax_pr.axhline(y.mean(), color="grey", lw=0.8, ls=":", label=f"prevalence ({y.mean():.3f})")
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="precision-recall (test)")
+    for ax in (ax_roc, ax_pr):
+        ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(history: list[dict[str, float]], select_metric: str = "auprc"):
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], color="black", label="train loss")
+    ax.set(xlabel="epoch", ylabel="train loss")
+    ax2 = ax.twinx()
+    ev = [h for h in history if f"val_{select_metric}" in h]
+    for i, key in enumerate(("val_auroc", "val_auprc")):
+        ax2.plot([h["epoch"] for h in ev], [h[key] for h in ev], marker="o", ms=3, color=f"C{i}", label=key)
+    ax2.set_ylabel("validation")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax2.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def per_tf_figure(table, baseline_tables: dict | None = None):
+    """Distribution of per-TF test AUROC (model vs baselines)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    data = [table["auroc"].to_numpy()]
+    labels = ["model"]
+    for name, t in (baseline_tables or {}).items():
+        data.append(t["auroc"].to_numpy())
+        labels.append(name)
+    ax.boxplot(data, tick_labels=labels, showmeans=True)
+    ax.set(ylabel="per-TF AUROC (test)", title=f"{len(table)} TFs")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,108 @@
+"""Trained model on disk: safetensors weights + JSON config. No pickle anywhere.
+
+A `ModelBundle` is self-contained for scoring: besides the weights (the frozen gene
+embedding is a buffer among them) it carries the node features [N, C] and the training
+graph edge_index [2, E'] the GNN runs on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from scregnet.config import ModelConfig
+from scregnet.models import ScRegNet
+
+WEIGHTS = "model.safetensors"
+INPUTS = "inputs.safetensors"
+CONFIG = "model.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_scregnet(num_features: int, embedding: torch.Tensor | None, cfg: ModelConfig) -> ScRegNet:
+    return ScRegNet(
+        num_features=num_features, embedding=embedding, gnn=cfg.gnn, gnn_dims=cfg.gnn_dims,
+        mlp_dims=cfg.mlp_dims, dropout=cfg.dropout, gat_heads=cfg.gat_heads, gat_concat=cfg.gat_concat,
+        gat_negative_slope=cfg.gat_negative_slope, shared_towers=cfg.shared_towers, use_gnn=cfg.use_gnn,
+    )
+
+
+class ModelBundle:
+    """A trained model with everything needed to score (tf, target) pairs by index or symbol.
+
+    Attributes:
+        model: ScRegNet in eval mode.
+        features: float32 [N, C] node features (z-scored expression).
+        edge_index: int64 [2, E'] undirected training-positive graph.
+        meta: JSON-able dict with at least `model` (ModelConfig) and `genes` (length N).
+    """
+
+    def __init__(self, model: ScRegNet, features: torch.Tensor, edge_index: torch.Tensor, meta: dict):
+        self.model, self.features, self.edge_index, self.meta = model.eval(), features, edge_index, meta
+        self.genes: list[str] = list(meta["genes"])
+        self.index = {g: i for i, g in enumerate(self.genes)}
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.model_validate(self.meta["model"])
+
+    def score_indices(self, pairs: np.ndarray) -> np.ndarray:
+        """P(edge) for int pairs [n, >=2] (tf, target) -> float [n]."""
+        p = torch.from_numpy(np.ascontiguousarray(np.asarray(pairs)[:, :2], dtype=np.int64))
+        dev = self.edge_index.device
+        return self.model.score(self.features.to(dev), self.edge_index, p.to(dev)).cpu().numpy()
+
+    def score_symbols(self, tfs: list[str], targets: list[str]) -> np.ndarray:
+        unknown = sorted({str(g).upper() for g in list(tfs) + list(targets)} - set(self.index))
+        if unknown:
+            raise KeyError(f"genes not in the model's gene set: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+        pairs = np.array([[self.index[str(a).upper()], self.index[str(b).upper()]] for a, b in zip(tfs, targets)],
+                         dtype=np.int64).reshape(-1, 2)
+        return self.score_indices(pairs)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        if self.model.target_tower is self.model.tf_tower:  # shared towers: store the tensors once
+            state = {k: v for k, v in state.items() if not k.startswith("target_tower.")}
+        save_file(state, directory / WEIGHTS)
+        save_file({"features": self.features.detach().cpu().contiguous(),
+                   "edge_index": self.edge_index.detach().cpu().contiguous()}, directory / INPUTS)
+        meta = dict(self.meta)
+        meta["embedding_shape"] = list(self.model.embedding.shape)
+        meta["num_features"] = int(self.features.shape[1])
+        meta["sha256"] = {WEIGHTS: _sha256(directory / WEIGHTS), INPUTS: _sha256(directory / INPUTS)}
+        (directory / CONFIG).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelBundle":
+        """Read a saved bundle; refuses files whose checksum does not match."""
+        directory = Path(directory)
+        if not (directory / CONFIG).is_file():
+            raise FileNotFoundError(f"{directory}: no {CONFIG}; not a saved scregnet model")
+        meta = json.loads((directory / CONFIG).read_text())
+        for name, expected in meta.get("sha256", {}).items():
+            actual = _sha256(directory / name)
+            if actual != expected:
+                raise ValueError(f"{directory / name}: checksum mismatch (expected {expected[:12]}..., "
+                                 f"got {actual[:12]}...); refusing to load")
+        cfg = ModelConfig.model_validate(meta["model"])
+        state = load_file(directory / WEIGHTS)
+        inputs = load_file(directory / INPUTS)
+        emb_shape = meta.get("embedding_shape") or [0, 0]
+        embedding = state["embedding"] if emb_shape[0] else None
+        model = build_scregnet(meta["num_features"], embedding, cfg)
+        if model.target_tower is model.tf_tower:
+            state.update({k.replace("tf_tower.", "target_tower.", 1): v for k, v in state.items() if k.startswith("tf_tower.")})
+        model.load_state_dict(state, strict=True)
+        return cls(model, inputs["features"], inputs["edge_index"], meta)

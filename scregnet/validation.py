@@ -1,0 +1,204 @@
+"""Input checks with Great Expectations 1.x, run before anything is trained.
+
+Checks (each failure becomes one line naming the file, the column/row/gene, and what was
+expected):
+- expression: finite, non-negative, gene names unique, enough cells and genes;
+- priors: TF and target columns present, both genes measured, no self loops, at least one
+  TF with a positive; duplicated edges are reported as warnings (they are merged).
+
+GX runs on small pandas frames derived from the data (one row per gene / per prior edge),
+so a failing expectation's unexpected values are the offending genes or rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scregnet.data import GRNDataset, _dense
+from scregnet.errors import ValidationFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationReport:
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    report_path: str | None = None
+    statistics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def raise_if_failed(self) -> None:
+        if self.problems:
+            raise ValidationFailed(self.problems, self.report_path)
+
+
+def _gene_frame(dataset: GRNDataset) -> pd.DataFrame:
+    x = _dense(dataset.adata.X).astype(np.float64)  # cells x genes
+    finite = np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        neg = np.where(finite, x < 0, False)
+        minimum = np.where(finite, x, np.inf).min(axis=0) if x.shape[0] else np.zeros(x.shape[1])
+    return pd.DataFrame({
+        "gene": [str(g) for g in dataset.adata.var_names],
+        "n_nonfinite": (~finite).sum(axis=0).astype(int),
+        "n_negative": neg.sum(axis=0).astype(int),
+        "min_value": minimum,
+    })
+
+
+def _prior_frame(dataset: GRNDataset) -> pd.DataFrame:
+    genes = set(map(str, dataset.adata.var_names))
+    p = dataset.priors.reset_index(drop=True)
+    source = p["source"].astype(str) if "source" in p else pd.Series(["priors"] * len(p))
+    return pd.DataFrame({
+        "row": source.groupby(source).cumcount().to_numpy() + 2,  # line in its own file (header = 1)
+        "edge": p["tf"].astype(str) + "->" + p["target"].astype(str),
+        "tf": p["tf"].astype(str),
+        "target": p["target"].astype(str),
+        "source": source,
+        "tf_measured": p["tf"].isin(genes),
+        "target_measured": p["target"].isin(genes),
+        "self_loop": p["tf"] == p["target"],
+    })
+
+
+def _run_suite(context, name: str, frame: pd.DataFrame, expectations: list):
+    import great_expectations as gx
+
+    source = context.data_sources.add_pandas(f"{name}_source")
+    asset = source.add_dataframe_asset(name=f"{name}_asset")
+    batch_def = asset.add_batch_definition_whole_dataframe(f"{name}_batch")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
+    for exp in expectations:
+        suite.add_expectation(exp)
+    vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite))
+    result = vd.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE",
+                                                                         "unexpected_index_column_names": [frame.columns[0]]})
+    return vd, result
+
+
+def _unexpected(res, limit: int = 5) -> tuple[list, int]:
+    r = res.result or {}
+    values = r.get("partial_unexpected_list") or r.get("unexpected_list") or []
+    count = int(r.get("unexpected_count") or len(values))
+    return list(values)[:limit], count
+
+
+def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 20,
+                     report_dir: str | Path | None = None) -> ValidationReport:
+    """Run the expression and priors suites; returns a report (does not raise)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # GX draws a progress bar per expectation
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations as gx
+    from great_expectations import expectations as E
+
+    report = ValidationReport()
+    expr_file = dataset.sources.get("expression", "expression")
+    prior_file = dataset.sources.get("labels") or dataset.sources.get("priors") or "priors"
+    n_cells, n_genes = dataset.adata.shape
+    report.statistics = {"cells": n_cells, "genes": n_genes, "prior_edges": len(dataset.priors)}
+
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(report_dir))
+        for n in ("expression", "priors"):  # a previous report of the same name is replaced
+            for coll, key in ((context.validation_definitions, f"{n}_validation"), (context.suites, f"{n}_suite")):
+                try:
+                    coll.delete(key)
+                except Exception:
+                    pass
+            try:
+                context.data_sources.delete(f"{n}_source")
+            except Exception:
+                pass
+    else:
+        context = gx.get_context(mode="ephemeral")
+
+    genes = _gene_frame(dataset)
+    expr_exps = [
+        E.ExpectColumnValuesToBeUnique(column="gene"),
+        E.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
+        E.ExpectColumnValuesToBeBetween(column="n_negative", min_value=0, max_value=0),
+        E.ExpectTableRowCountToBeBetween(min_value=min_genes),
+    ]
+    _, expr_result = _run_suite(context, "expression", genes, expr_exps)
+    for res in expr_result.results:
+        if res.success:
+            continue
+        kind = res.expectation_config.type
+        col = res.expectation_config.kwargs.get("column")
+        if kind == "expect_column_values_to_be_unique":
+            vals, count = _unexpected(res)
+            report.problems.append(f"{expr_file}: duplicated gene names ({count} rows), e.g. {sorted(set(vals))}; expected unique gene names")
+        elif kind == "expect_table_row_count_to_be_between":
+            report.problems.append(f"{expr_file}: only {n_genes} genes; expected at least {min_genes}")
+        else:
+            bad = genes[genes[col] > 0]
+            what = "NaN or infinite" if col == "n_nonfinite" else "negative"
+            examples = ", ".join(f"{g} ({c} cells)" for g, c in zip(bad["gene"][:5], bad[col][:5]))
+            report.problems.append(
+                f"{expr_file}: {len(bad)} gene(s) have {what} expression values, e.g. {examples}; "
+                "expected finite, non-negative values")
+    if n_cells < min_cells:
+        report.problems.append(f"{expr_file}: only {n_cells} cells; expected at least {min_cells}")
+
+    priors = _prior_frame(dataset)
+    prior_exps = [
+        E.ExpectTableRowCountToBeBetween(min_value=1),
+        E.ExpectColumnValuesToBeInSet(column="tf_measured", value_set=[True]),
+        E.ExpectColumnValuesToBeInSet(column="target_measured", value_set=[True]),
+        E.ExpectColumnValuesToBeInSet(column="self_loop", value_set=[False]),
+    ]
+    _, prior_result = _run_suite(context, "priors", priors, prior_exps)
+    for res in prior_result.results:
+        if res.success:
+            continue
+        kind = res.expectation_config.type
+        col = res.expectation_config.kwargs.get("column")
+        if kind == "expect_table_row_count_to_be_between":
+            report.problems.append(f"{prior_file}: no prior edges; expected at least one TF -> target pair")
+            continue
+        bad = priors[~priors[col]] if col != "self_loop" else priors[priors[col]]
+        first = bad.iloc[0]
+        src = first["source"] if first["source"] not in ("", "nan") else prior_file
+        if col == "self_loop":
+            report.problems.append(
+                f"{src}: row {first['row']}: self loop {first['edge']} ({len(bad)} in total); expected TF != target")
+        else:
+            role = "TF" if col == "tf_measured" else "target"
+            missing = sorted(set(bad["tf" if role == "TF" else "target"]))
+            report.problems.append(
+                f"{src}: row {first['row']}, column '{'tf' if role == 'TF' else 'target'}': {role} gene "
+                f"{first[role.lower()]!r} is not in the expression ({expr_file}); {len(missing)} {role} gene(s) "
+                f"absent, e.g. {missing[:5]}; expected every prior gene to be measured")
+
+    dups = priors[priors.duplicated(["tf", "target"], keep="first")]
+    if len(dups):
+        first = dups.iloc[0]
+        report.warnings.append(
+            f"{first['source']}: {len(dups)} duplicated edge(s), e.g. row {first['row']} {first['edge']}; merged")
+    if not report.problems and len(dataset.label_graph().tf_index) == 0:
+        report.problems.append(f"{prior_file}: no TF has a measured positive target; expected at least one")
+
+    if report_dir is not None:
+        try:
+            context.build_data_docs()
+            index = next(Path(report_dir).rglob("data_docs/local_site/index.html"), None)
+            report.report_path = str(index) if index else None
+        except Exception as exc:  # the report is a convenience; the gate above is what matters
+            log.warning("could not build the Great Expectations data docs: %s", exc)
+    for w in report.warnings:
+        log.warning(w)
+    return report
