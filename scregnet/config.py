@@ -88,6 +88,13 @@ class ModelConfig(_Section):
     gat_concat: bool = False
     gat_negative_slope: float = 0.2
     shared_towers: bool = True  # the paper's TF and target towers share weights
+    # Link head input: "concat" = [h_tf, h_target] (the paper; additive in TF and target),
+    # "interaction" = [h_tf, h_target, h_tf * h_target] (can score co-regulation of the pair).
+    head: Literal["concat", "interaction"] = "concat"
+    # "Wide" inputs to the link head: log(TF's training positive rate) and log1p(target's
+    # training in-degree), from training labels only. GCN normalisation hides degree, which
+    # the label_count baseline exploits; with these the model starts from that prior.
+    degree_features: bool = False
     use_gnn: bool = True  # ablation: embedding (+ expression) only
     use_embedding: bool = True  # ablation: GNN only
 

@@ -188,7 +188,7 @@ def load_beeline_labels(directory: str | Path) -> tuple[list[str], list[str], pd
     idx = pd.to_numeric(target["index"], errors="coerce")
     if idx.isna().any():
         row = int(np.flatnonzero(idx.isna().to_numpy())[0])
-        raise DataError(f"row {row + 2}: column 'index' must be an integer, got {target['index'].iloc[row]!r}", paths["Target.csv"])
+        raise DataError(f"row {row + 2}: column 'index' must be an integer, got {str(target['index'].iloc[row])!r}", paths["Target.csv"])
     if sorted(idx.astype(int)) != list(range(n)):
         raise DataError(f"column 'index' must be a permutation of 0..{n - 1} (one row per expression row)", paths["Target.csv"])
     genes_by_index = pd.Series(target["Gene"].astype(str).str.upper().to_numpy(), index=idx.astype(int).to_numpy()).sort_index()
@@ -201,7 +201,7 @@ def load_beeline_labels(directory: str | Path) -> tuple[list[str], list[str], pd
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise DataError(
-                    f"row {row + 2}, column '{col}': node index {frame[col].iloc[row]!r} is out of range; "
+                    f"row {row + 2}, column '{col}': node index {str(frame[col].iloc[row])!r} is out of range; "
                     f"expected an integer in 0..{n - 1} (Target.csv has {n} genes)",
                     path,
                 )
@@ -237,7 +237,7 @@ def load_beeline(directory: str | Path, name: str | None = None) -> GRNDataset:
     if bad.to_numpy().any():
         r, c = np.argwhere(bad.to_numpy())[0]
         raise DataError(
-            f"row {r + 2} (gene {expr.index[r]!r}), column {expr.columns[c]!r}: value {expr.iat[r, c]!r} is not a number",
+            f"row {r + 2} (gene {expr.index[r]!r}), column {expr.columns[c]!r}: value {str(expr.iat[r, c])!r} is not a number",
             expr_path,
         )
     expr_genes = [str(g).upper() for g in expr.index]

@@ -74,6 +74,8 @@ def mlp(in_dim: int, dims: list[int], dropout: float) -> tuple[nn.Sequential, in
 class ScRegNet(nn.Module):
     """Joint gene representation -> tower MLP -> Linear(2h, 2) over (TF, target).
 
+    With head="interaction" the head sees [h_tf, h_target, h_tf * h_target] -> Linear(3h, 2).
+
     forward(x [N, C], edge_index [2, E'], pairs [B, 2]) -> logits [B, 2]
     score(...) -> P(edge) [B]
     """
@@ -81,7 +83,8 @@ class ScRegNet(nn.Module):
     def __init__(self, num_features: int, embedding: Tensor | None, gnn: str = "gcn",
                  gnn_dims: list[int] | None = None, mlp_dims: list[int] | None = None,
                  dropout: float = 0.2, gat_heads: int = 2, gat_concat: bool = False,
-                 gat_negative_slope: float = 0.2, shared_towers: bool = True, use_gnn: bool = True):
+                 gat_negative_slope: float = 0.2, shared_towers: bool = True, use_gnn: bool = True,
+                 head: str = "concat", num_nodes: int | None = None, degree_features: bool = False):
         super().__init__()
         gnn_dims = list(gnn_dims or [128, 64])
         mlp_dims = list(mlp_dims or [64])
@@ -90,6 +93,12 @@ class ScRegNet(nn.Module):
         self.register_buffer("embedding", emb.float())
         emb_dim = int(self.embedding.shape[1]) if self.embedding.numel() else 0
         self.use_gnn = use_gnn
+        # Per-gene label statistics [N, 2] (log TF positive rate, log1p target in-degree), set by
+        # `set_degrees` from the training pairs; saved with the weights.
+        self.degree_features = degree_features
+        if degree_features and num_nodes is None:
+            raise ValueError("degree_features needs num_nodes")
+        self.register_buffer("degree", torch.zeros((num_nodes, 2) if degree_features else (0, 0)))
         self.encoder = (GNNEncoder(num_features, gnn_dims, gnn, dropout, gat_heads, gat_concat, gat_negative_slope)
                         if use_gnn else None)
         joint = emb_dim + (self.encoder.out_dim if use_gnn else num_features)
@@ -97,14 +106,29 @@ class ScRegNet(nn.Module):
             raise ValueError("model has no input: enable the GNN or give an embedding")
         self.tf_tower, width = mlp(joint, mlp_dims, dropout)
         self.target_tower = self.tf_tower if shared_towers else mlp(joint, mlp_dims, dropout)[0]
-        self.head = nn.Linear(2 * width, 2)
+        if head not in ("concat", "interaction"):
+            raise ValueError(f"unknown head {head!r}; expected concat or interaction")
+        self.interaction = head == "interaction"
+        self.head = nn.Linear((3 if self.interaction else 2) * width + (2 if degree_features else 0), 2)
+
+    def set_degrees(self, train_pairs: Tensor) -> None:
+        """From labelled training pairs [M, 3] (tf, target, label): per gene, log of its positive
+        rate as a TF and log1p of its positive count as a target."""
+        if not self.degree_features:
+            return
+        n = self.degree.shape[0]
+        label = train_pairs[:, 2].float()
+        pos = torch.zeros(n, device=label.device).index_add_(0, train_pairs[:, 0], label)
+        tot = torch.bincount(train_pairs[:, 0], minlength=n).float()
+        rate = torch.where(tot > 0, pos / tot.clamp(min=1), torch.zeros_like(pos))
+        in_deg = torch.zeros(n, device=label.device).index_add_(0, train_pairs[:, 1], label)
+        self.degree.copy_(torch.stack([torch.log(rate + 1e-3), torch.log1p(in_deg)], dim=1))
 
     def node_representation(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """[N, D + h_gnn]: frozen embedding concatenated with the GNN output."""
-        h = self.encoder(x, edge_index) if self.use_gnn else x
-        if self.embedding.numel():
-            h = torch.cat([self.embedding, h], dim=1)
-        return h
+        parts = [self.embedding] if self.embedding.numel() else []
+        parts.append(self.encoder(x, edge_index) if self.use_gnn else x)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def forward(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:
         h = self.node_representation(x, edge_index)
@@ -113,7 +137,11 @@ class ScRegNet(nn.Module):
         # then drawn per gene rather than per pair occurrence).
         tf = self.tf_tower(h)
         target = tf if self.target_tower is self.tf_tower else self.target_tower(h)
-        return self.head(torch.cat([tf[pairs[:, 0]], target[pairs[:, 1]]], dim=1))
+        a, b = tf[pairs[:, 0]], target[pairs[:, 1]]
+        feats = [a, b, a * b] if self.interaction else [a, b]
+        if self.degree_features:  # wide path: label statistics go straight to the head
+            feats += [self.degree[pairs[:, 0], :1], self.degree[pairs[:, 1], 1:]]
+        return self.head(torch.cat(feats, dim=1))
 
     @torch.no_grad()
     def score(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:

@@ -27,11 +27,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_scregnet(num_features: int, embedding: torch.Tensor | None, cfg: ModelConfig) -> ScRegNet:
+def build_scregnet(num_features: int, embedding: torch.Tensor | None, cfg: ModelConfig, num_nodes: int | None = None) -> ScRegNet:
     return ScRegNet(
         num_features=num_features, embedding=embedding, gnn=cfg.gnn, gnn_dims=cfg.gnn_dims,
         mlp_dims=cfg.mlp_dims, dropout=cfg.dropout, gat_heads=cfg.gat_heads, gat_concat=cfg.gat_concat,
         gat_negative_slope=cfg.gat_negative_slope, shared_towers=cfg.shared_towers, use_gnn=cfg.use_gnn,
+        head=cfg.head, num_nodes=num_nodes, degree_features=cfg.degree_features,
     )
 
 
@@ -101,7 +102,7 @@ class ModelBundle:
         inputs = load_file(directory / INPUTS)
         emb_shape = meta.get("embedding_shape") or [0, 0]
         embedding = state["embedding"] if emb_shape[0] else None
-        model = build_scregnet(meta["num_features"], embedding, cfg)
+        model = build_scregnet(meta["num_features"], embedding, cfg, num_nodes=len(meta["genes"]))
         if model.target_tower is model.tf_tower:
             state.update({k.replace("tf_tower.", "target_tower.", 1): v for k, v in state.items() if k.startswith("tf_tower.")})
         model.load_state_dict(state, strict=True)

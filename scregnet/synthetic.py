@@ -2,7 +2,8 @@
 simulated from it, written in the BEELINE layout. Not biological data.
 
 Model: cells belong to a few latent states; each TF's activity is a noisy mixture of state
-programs; each target's expression is a signed sum of its regulators' activities plus noise,
+programs; each target's expression is a signed sum (mostly activation) of its regulators'
+activities plus noise,
 squashed with softplus, log1p-transformed like BEELINE's values, then subjected to
 expression-dependent dropout (low values are zeroed more often).
 """
@@ -23,6 +24,7 @@ def simulate(
     mean_targets: float = 15.0,
     noise: float = 0.5,
     dropout: float = 0.25,
+    activator_fraction: float = 0.85,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Returns (expression genes x cells, edges [Gene1, Gene2], TF symbols)."""
@@ -45,7 +47,8 @@ def simulate(
         p = popularity.copy()
         p[t] = 0.0
         targets = rng.choice(n_genes, size=k, replace=False, p=p / p.sum())
-        weights[t, targets] = rng.choice([-1.0, 1.0], size=k) * rng.uniform(0.6, 1.4, size=k)
+        sign = np.where(rng.uniform(size=k) < activator_fraction, 1.0, -1.0)
+        weights[t, targets] = sign * rng.uniform(0.6, 1.4, size=k)
         edges += [(tfs[t], genes[g]) for g in targets]
 
     signal = tf_activity @ weights  # cells x genes

@@ -70,7 +70,7 @@ class EpochReporter:
 
 def build_model(inputs: ModelInputs, model_cfg) -> ScRegNet:
     emb = torch.from_numpy(inputs.embedding) if (inputs.embedding is not None and model_cfg.use_embedding) else None
-    return build_scregnet(inputs.features.shape[1], emb, model_cfg)
+    return build_scregnet(inputs.features.shape[1], emb, model_cfg, num_nodes=len(inputs.genes))
 
 
 def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -115,6 +115,7 @@ def fit(
     x = torch.from_numpy(inputs.features).to(device)
     edge_index = training_graph(torch.from_numpy(split.train_positive_edges()), x.shape[0]).to(device)
     model = build_model(inputs, model_cfg).to(device)
+    model.set_degrees(torch.from_numpy(split.train).to(device))
     opt = _optimizer(train_cfg.optimizer, model.parameters(), train_cfg.lr, train_cfg.weight_decay)
 
     train_pairs = torch.from_numpy(split.train[:, :2]).to(device)

@@ -1,0 +1,63 @@
+"""Shared fixtures. Every test runs with $SCREGNET_HOME in a temporary directory, so no test
+touches the user's ZenML or MLflow state (set before ZenML/MLflow are imported)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="scregnet-test-home-")
+os.environ["SCREGNET_HOME"] = _SESSION_HOME
+for var in ("ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI", "SCREGNET_ARTIFACTS"):
+    os.environ.pop(var, None)
+from scregnet.home import configure  # noqa: E402
+
+configure()
+os.environ["ZENML_LOGGING_VERBOSITY"] = "WARN"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SCREGNET_SHARED", REPO.parent / "shared"))
+BEELINE = SHARED / "beeline" / "Specific"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test saying what is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path} (clone the repo with ../shared beside it)")
+    return path
+
+
+@pytest.fixture
+def beeline():
+    return lambda cell: shared_path("beeline", "Specific", cell, "TFs500")
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    from scregnet.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), seed=0, n_cells=120, n_genes=80, n_tfs=8)
+
+
+@pytest.fixture(scope="session")
+def synthetic(synthetic_dir):
+    from scregnet.data import load_beeline
+
+    return load_beeline(synthetic_dir)
+
+
+@pytest.fixture
+def fast_config():
+    """A RunConfig that trains in about a second on the synthetic fixture."""
+    from scregnet.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.model.gnn_dims = [32, 16]
+    cfg.model.mlp_dims = [16]
+    cfg.train.max_epochs = 40
+    cfg.train.patience = 4
+    return cfg

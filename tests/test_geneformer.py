@@ -1,0 +1,381 @@
+"""Geneformer embedder: tokenisation, extraction paths, layers, shards, errors.
+
+Models are tiny random-weight BertForMaskedLM built from small configs; dictionaries are hand-made
+pickles in tmp_path. Tests that read the real dictionaries/configs in ../shared skip without them.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from scregnet.config import GeneformerConfig
+from scregnet.embeddings import geneformer as gf
+from scregnet.errors import DataError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SCFM = SHARED / "scfm" / "geneformer"
+needs_shared = pytest.mark.skipif(not SCFM.is_dir(), reason=f"shared Geneformer assets not found at {SCFM}")
+
+N_GENES = 40
+
+
+def ens(i: int) -> str:
+    return f"ENSG{i:011d}"
+
+
+def make_dicts(directory: Path, version: str = "v2", n_genes: int = N_GENES) -> Path:
+    """Hand-made dictionaries. Gene i: symbol G{i}, Ensembl ens(i), median 1 + i % 3.
+
+    Token ids run in REVERSE gene order (so tie order by token id differs from column order).
+    "G0_ALIAS" maps to ens(0) (a duplicate); "Gene_Last" is only in the name_id dict (mixed case);
+    "NOTOKEN" maps to an Ensembl ID that has no token. Values are numpy scalars, as upstream.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    special = ["<pad>", "<mask>"] + (["<cls>", "<eos>"] if version == "v2" else [])
+    token = {s: np.int16(k) for k, s in enumerate(special)}
+    for rank, i in enumerate(reversed(range(n_genes))):
+        token[ens(i)] = np.int16(len(special) + rank)
+    median = {ens(i): np.float64(1.0 + i % 3) for i in range(n_genes)}
+    mapping = {f"G{i}": ens(i) for i in range(n_genes - 1)}
+    mapping.update({"G0_ALIAS": ens(0), "NOTOKEN": "ENSG99999999999"})
+    name_id = {"Gene_Last": ens(n_genes - 1)}
+    suffix = "gc95M" if version == "v2" else "gc30M"
+    for stem, obj in [("token_dictionary", token), ("gene_median_dictionary", median),
+                      ("ensembl_mapping_dict", mapping), ("gene_name_id_dict", name_id)]:
+        with open(directory / f"{stem}_{suffix}.pkl", "wb") as fh:
+            pickle.dump(obj, fh)
+    return directory
+
+
+def tiny_model(version: str = "v2", n_genes: int = N_GENES, layers: int = 2, seed: int = 0):
+    n_special = 4 if version == "v2" else 2
+    return gf.build_random_model(
+        {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_act": "relu",
+         "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": layers,
+         "max_position_embeddings": 4096 if version == "v2" else 2048, "vocab_size": n_special + n_genes,
+         "pad_token_id": 0, "type_vocab_size": 2, "layer_norm_eps": 1e-12},
+        seed=seed,
+    )
+
+
+def symbols(n: int = N_GENES) -> list[str]:
+    return [f"G{i}" for i in range(n - 1)] + ["Gene_Last"]
+
+
+def random_adata(n_cells: int = 12, seed: int = 0, extra: list[str] | None = None) -> ad.AnnData:
+    genes = symbols() + (extra or [])
+    rng = np.random.default_rng(seed)
+    x = rng.gamma(1.0, 1.0, size=(n_cells, len(genes))) * (rng.random((n_cells, len(genes))) < 0.6)
+    a = ad.AnnData(x.astype(np.float32))
+    a.var_names = genes
+    return a
+
+
+def oracle(model, cells, n_slots: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Independent check: each cell alone (no padding), eager fp32, hidden_states[index]."""
+    model.set_attn_implementation("eager")
+    d = model.config.hidden_size
+    sums, counts = np.zeros((n_slots, d)), np.zeros(n_slots, dtype=np.int64)
+    with torch.no_grad():
+        for tok, sl in cells:
+            if len(tok) == 0:
+                continue
+            h = model(input_ids=torch.tensor(tok)[None], output_hidden_states=True).hidden_states[index][0].numpy()
+            for p, s in enumerate(sl):
+                if s >= 0:
+                    sums[s] += h[p]
+                    counts[s] += 1
+    return sums, counts
+
+
+@pytest.fixture()
+def v2_dir(tmp_path: Path) -> Path:
+    return make_dicts(tmp_path / "dicts")
+
+
+@pytest.fixture(scope="module")
+def model_v2():
+    return tiny_model("v2")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dictionaries, mapping, coverage
+
+
+def test_dictionaries_cast_numpy_scalars_and_hash_files(v2_dir: Path):
+    d = gf.load_dictionaries(v2_dir, "v2")
+    assert d.special_ids == (2, 3)
+    assert all(type(v) is int for v in d.token.values())
+    assert all(type(v) is float for v in d.median.values())
+    assert set(d.hashes) == {"token_dictionary_gc95M.pkl", "gene_median_dictionary_gc95M.pkl",
+                             "ensembl_mapping_dict_gc95M.pkl", "gene_name_id_dict_gc95M.pkl"}
+    assert d.to_ensembl("g5") == ens(5)  # upper-cased lookup
+    assert d.to_ensembl("gene_last") == ens(N_GENES - 1)  # name_id fallback, mixed-case key
+    assert d.to_ensembl(ens(7)) == ens(7)  # Ensembl IDs pass through
+    assert d.to_ensembl("UNKNOWN") is None
+
+
+def test_coverage_reports_unmapped_and_out_of_vocabulary(v2_dir: Path):
+    genes = ["G1", "UNKNOWN", "NOTOKEN", "gene_last", "G2"]
+    tok = gf.GeneformerTokenizer(gf.load_dictionaries(v2_dir, "v2"), genes)
+    cov = tok.coverage
+    assert cov["unmapped"] == ["UNKNOWN"]
+    assert cov["not_in_vocabulary"] == ["NOTOKEN"]
+    assert (cov["n_genes"], cov["n_mapped_ensembl"], cov["n_in_vocabulary"]) == (5, 4, 3)
+    assert cov["mapped_fraction"] == pytest.approx(0.6)
+    assert tok.gene_slot.tolist() == [0, -1, -1, 1, 2]
+
+
+def test_missing_dictionaries_name_the_path(tmp_path: Path, v2_dir: Path):
+    with pytest.raises(DataError, match="not found"):
+        gf.load_dictionaries(tmp_path / "nope", "v2")
+    (v2_dir / "token_dictionary_gc95M.pkl").unlink()
+    with pytest.raises(DataError, match="token_dictionary_gc95M.pkl"):
+        gf.load_dictionaries(v2_dir, "v2")
+    with pytest.raises(DataError, match="token_dictionary_gc30M.pkl"):
+        gf.load_dictionaries(v2_dir, "v1")
+    with pytest.raises(DataError, match="dictionaries is not set"):
+        gf.load_dictionaries(None, "v2")
+
+
+def test_version_detection():
+    assert gf.detect_version(tiny_model("v1", layers=1).config) == "v1"
+    assert gf.detect_version(tiny_model("v2", layers=1).config) == "v2"
+
+
+def test_version_from_dictionaries_when_model_is_ambiguous(tmp_path: Path):
+    cfg = type("C", (), {"max_position_embeddings": 512, "vocab_size": 99})()
+    make_dicts(tmp_path / "only_v1", "v1")
+    assert gf.detect_version(cfg, tmp_path / "only_v1") == "v1"
+    make_dicts(tmp_path / "only_v1", "v2")  # both present: ambiguous
+    with pytest.raises(DataError, match="set embedder.geneformer.version"):
+        gf.detect_version(cfg, tmp_path / "only_v1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation
+
+
+def test_v2_rank_order_ties_zeros_and_special_tokens(v2_dir: Path):
+    d = gf.load_dictionaries(v2_dir, "v2")
+    tok = gf.GeneformerTokenizer(d, ["G1", "G2", "G3", "G4", "G5"])
+    # G2 absent (0), G5 negative (not expressed); G1 and G4 tie at 3.0: lower token id first,
+    # and token ids run in reverse gene order, so G4 (id 39) precedes G1 (id 42).
+    tokens, slots = tok.tokenize(np.array([[3.0, 0.0, 5.0, 3.0, -1.0]]))[0]
+    t = {g: d.token[ens(i)] for g, i in [("G1", 1), ("G3", 3), ("G4", 4)]}
+    assert tokens.tolist() == [2, t["G3"], t["G4"], t["G1"], 3]
+    assert slots.tolist() == [-1, 2, 3, 0, -1]
+
+
+def test_transform_counts_divides_by_gene_median_none_does_not(v2_dir: Path):
+    d = gf.load_dictionaries(v2_dir, "v2")
+    genes = ["G2", "G3"]  # medians 3.0 and 1.0
+    x = np.array([[6.0, 4.0]])
+    none = gf.GeneformerTokenizer(d, genes, "none")
+    counts = gf.GeneformerTokenizer(d, genes, "counts")
+    assert none.tokenize(x)[0][1].tolist() == [-1, 0, 1, -1]  # 6 > 4
+    assert counts.tokenize(x)[0][1].tolist() == [-1, 1, 0, -1]  # 6/3 < 4/1
+    vals = counts.slot_values(x)
+    np.testing.assert_allclose(vals, [[6 / 10 * 1e4 / 3, 4 / 10 * 1e4 / 1]])
+
+
+def test_v2_sums_symbols_that_share_an_ensembl_id(v2_dir: Path):
+    d = gf.load_dictionaries(v2_dir, "v2")
+    tok = gf.GeneformerTokenizer(d, ["G0", "G3", "G0_ALIAS"])
+    assert tok.coverage["n_duplicates_summed"] == 1 and tok.n_slots == 2
+    tokens, slots = tok.tokenize(np.array([[1.0, 3.5, 3.0]]))[0]  # G0 = 1 + 3 = 4 > 3.5
+    assert tokens.tolist() == [2, d.token[ens(0)], d.token[ens(3)], 3]
+    v1 = gf.GeneformerTokenizer(gf.load_dictionaries(make_dicts(v2_dir.parent / "v1", "v1"), "v1"), ["G0", "G3", "G0_ALIAS"])
+    tokens1, _ = v1.tokenize(np.array([[1.0, 3.5, 3.0]]))[0]  # V1: one token per column, no specials
+    assert tokens1.tolist() == [v1.slot_token[1], v1.slot_token[2], v1.slot_token[0]]
+
+
+def test_truncation_at_the_version_limits(tmp_path: Path):
+    n = 5000
+    rng = np.random.default_rng(1)
+    x = rng.permutation(n).astype(float)[None, :] + 1.0  # all expressed, distinct values
+    genes = [f"G{i}" for i in range(n - 1)]
+    for version, limit, extra in [("v2", gf.V2_MAX_GENES, 2), ("v1", gf.V1_MAX_TOKENS, 0)]:
+        d = gf.load_dictionaries(make_dicts(tmp_path / version, version, n), version)
+        tok = gf.GeneformerTokenizer(d, genes)
+        tokens, slots = tok.tokenize(x[:, : n - 1])[0]
+        assert len(tokens) == limit + extra
+        top = np.argsort(-x[0, : n - 1])[:limit]
+        assert slots[slots >= 0].tolist() == top.tolist()
+        if version == "v2":
+            assert (tokens[0], tokens[-1], len(tokens)) == (2, 3, 4096)
+        else:
+            assert len(tokens) == 2048 and not {0, 1} & set(tokens.tolist())
+
+
+def test_empty_cell_gives_no_tokens(v2_dir: Path):
+    tok = gf.GeneformerTokenizer(gf.load_dictionaries(v2_dir, "v2"), ["G1", "G2"])
+    tokens, slots = tok.tokenize(np.zeros((1, 2)))[0]
+    assert len(tokens) == 0 and len(slots) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+
+
+def test_fast_and_reference_paths_match_a_per_cell_oracle(v2_dir: Path, model_v2):
+    a = random_adata(10)
+    tok = gf.GeneformerTokenizer(gf.load_dictionaries(v2_dir, "v2"), list(a.var_names))
+    cells = tok.tokenize(a.X)
+    assert len({len(t) for t, _ in cells}) > 3  # varied lengths: padding is exercised
+    want_s, want_c = oracle(model_v2, cells, tok.n_slots, index=1)  # 2 layers: -2 -> hidden_states[1]
+    for fast, bs in [(True, None), (True, 3), (False, 1), (False, 4)]:
+        s, c = gf.embed_token_cells(model_v2, cells, tok.n_slots, layer=-2, fast=fast, batch_size=bs)
+        np.testing.assert_array_equal(c, want_c)
+        np.testing.assert_allclose(s, want_s, atol=2e-5, rtol=1e-5, err_msg=f"fast={fast} batch_size={bs}")
+
+
+def test_layer_selection_matches_hidden_state_indices(v2_dir: Path, model_v2):
+    a = random_adata(4, seed=3)
+    tok = gf.GeneformerTokenizer(gf.load_dictionaries(v2_dir, "v2"), list(a.var_names))
+    cells = tok.tokenize(a.X)
+    last, _ = gf.embed_token_cells(model_v2, cells, tok.n_slots, layer=-1)
+    penult, _ = gf.embed_token_cells(model_v2, cells, tok.n_slots, layer=-2)
+    np.testing.assert_allclose(last, oracle(model_v2, cells, tok.n_slots, 2)[0], atol=2e-5)
+    np.testing.assert_allclose(penult, oracle(model_v2, cells, tok.n_slots, 1)[0], atol=2e-5)
+    assert np.abs(last - penult).max() > 1e-2
+    assert gf.hidden_state_index(-2, 20) == 19 and gf.hidden_state_index(-1, 20) == 20
+    with pytest.raises(ValueError, match="out of range"):
+        gf.hidden_state_index(-4, 2)
+
+
+def test_embedder_output_metadata_and_means(v2_dir: Path, model_v2):
+    a = random_adata(8, extra=["UNKNOWN"])
+    a.X[3] = 0.0  # an empty cell
+    a.X[:, 5] = 0.0  # G5 never expressed: no vector
+    emb = gf.GeneformerEmbedder(GeneformerConfig(dictionaries=v2_dir), model=model_v2).embed(a)
+    assert "G5" not in emb.genes and "UNKNOWN" not in emb.genes
+    assert emb.genes == [g for g in a.var_names if g not in ("G5", "UNKNOWN")]
+    m = emb.metadata
+    assert (m["embedder"], m["version"], m["layer"], m["hidden_state_index"], m["dims"]) == ("geneformer", "v2", -2, 1, 32)
+    assert (m["n_cells"], m["n_cells_empty"]) == (8, 1)
+    assert m["coverage"]["unmapped"] == ["UNKNOWN"] and m["coverage"]["genes_with_vector"] == N_GENES - 1
+    assert set(m["dictionary_sha256"]) >= {"token_dictionary_gc95M.pkl"} and len(m["input_sha256"]) == 64
+    # vectors are means over the cells where the gene was ranked (oracle on the same tokens)
+    tok = gf.GeneformerTokenizer(gf.load_dictionaries(v2_dir, "v2"), list(a.var_names))
+    s, c = oracle(model_v2, tok.tokenize(a.X), tok.n_slots, 1)
+    g1 = tok.gene_slot[list(a.var_names).index("G1")]
+    np.testing.assert_allclose(emb.vectors[emb.genes.index("G1")], s[g1] / c[g1], atol=2e-5)
+    # a different input gives a different input hash
+    b = a.copy()
+    b.X[0, 0] += 1.0
+    other = gf.GeneformerEmbedder(GeneformerConfig(dictionaries=v2_dir), model=model_v2).embed(b)
+    assert other.metadata["input_sha256"] != m["input_sha256"]
+
+
+def test_shards_merge_exactly(v2_dir: Path, model_v2):
+    a = random_adata(13, seed=7)
+    one = gf.GeneformerEmbedder(GeneformerConfig(dictionaries=v2_dir), model=model_v2).embed(a)
+    cfg = GeneformerConfig(dictionaries=v2_dir, n_shards=3, batch_size=2)
+    three = gf.GeneformerEmbedder(cfg, model=model_v2).embed(a)
+    assert three.genes == one.genes and three.metadata["n_shards"] == 3
+    np.testing.assert_allclose(three.vectors, one.vectors, atol=1e-6, rtol=1e-6)
+    emb = gf.GeneformerEmbedder(cfg, model=model_v2)
+    parts = [emb.embed_shard(a, i, 3) for i in (2, 0, 1)]  # any order
+    assert sorted(p.n_cells for p in parts) == [4, 4, 5]
+    merged = gf.merge_gene_sums(parts)
+    np.testing.assert_allclose(merged.vectors, one.vectors, atol=1e-6, rtol=1e-6)
+    assert merged.metadata["n_cells"] == 13
+    parts[0].metadata["layer"] = -1
+    with pytest.raises(ValueError, match="layer"):
+        gf.merge_gene_sums(parts)
+
+
+def test_max_cells_is_deterministic_and_bounded(v2_dir: Path, model_v2):
+    a = random_adata(20, seed=2)
+    cfg = GeneformerConfig(dictionaries=v2_dir, max_cells=5)
+    e1 = gf.GeneformerEmbedder(cfg, model=model_v2).embed(a)
+    e2 = gf.GeneformerEmbedder(cfg, model=model_v2).embed(a)
+    assert e1.metadata["n_cells"] == 5 and e1.content_hash() == e2.content_hash()
+    assert gf.select_cells(20, 5).tolist() == [0, 5, 10, 14, 19]
+
+
+def test_v1_model_with_auto_version(tmp_path: Path):
+    make_dicts(tmp_path / "d", "v1")
+    make_dicts(tmp_path / "d", "v2")  # both sets present: the model decides
+    a = random_adata(5)
+    emb = gf.GeneformerEmbedder(GeneformerConfig(dictionaries=tmp_path / "d"), model=tiny_model("v1", layers=1)).embed(a)
+    assert emb.metadata["version"] == "v1" and "token_dictionary_gc30M.pkl" in emb.metadata["dictionary_sha256"]
+    assert emb.metadata["max_genes_per_cell"] == 2048 and len(emb.genes) > 30
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and model loading
+
+
+def test_zero_genes_mapped_is_a_clear_error(v2_dir: Path, model_v2):
+    a = ad.AnnData(np.ones((3, 2), dtype=np.float32))
+    a.var_names = ["FOO", "BAR"]
+    with pytest.raises(DataError, match="none of the 2 genes"):
+        gf.GeneformerEmbedder(GeneformerConfig(dictionaries=v2_dir), model=model_v2).embed(a)
+
+
+def test_dictionary_model_mismatch_is_reported(tmp_path: Path):
+    d = make_dicts(tmp_path / "d", "v2", n_genes=N_GENES + 20)  # ids beyond the model's vocabulary
+    with pytest.raises(DataError, match="do not match"):
+        gf.GeneformerEmbedder(GeneformerConfig(dictionaries=d), model=tiny_model("v2", layers=1)).embed(random_adata(2))
+
+
+def test_model_path_not_found(tmp_path: Path, v2_dir: Path):
+    missing = tmp_path / "no_such_model"
+    with pytest.raises(DataError, match="no_such_model"):
+        gf.load_model(missing)
+    with pytest.raises(DataError, match="no_such_model"):
+        gf.GeneformerEmbedder(GeneformerConfig(model=str(missing), dictionaries=v2_dir)).embed(random_adata(2))
+    with pytest.raises(DataError, match="model is not set"):
+        gf.GeneformerEmbedder(GeneformerConfig(dictionaries=v2_dir)).embed(random_adata(2))
+
+
+def test_load_model_from_safetensors_directory(tmp_path: Path, model_v2):
+    out = tmp_path / "gf-tiny"
+    model_v2.save_pretrained(out)
+    assert list(out.glob("*.safetensors"))
+    loaded = gf.load_model(out)
+    ids = torch.tensor([[2, 10, 11, 3]])
+    with torch.no_grad():
+        a = model_v2.bert(input_ids=ids).last_hidden_state
+        b = loaded.bert(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(a, b)
+    for f in out.glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(DataError, match="safetensors"):
+        gf.load_model(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real dictionaries and configs (../shared)
+
+
+@needs_shared
+def test_real_dictionaries_cover_hesc_reference_genes():
+    ref = torch.load(SCFM / "precomputed_scregnet_hESC_TFs500" / "fm_embeddings.pt", weights_only=True)
+    genes = list(ref)
+    v2 = gf.GeneformerTokenizer(gf.load_dictionaries(SCFM, "v2"), genes)
+    assert v2.coverage["n_in_vocabulary"] == 870 and v2.coverage["unmapped"] == ["KIAA1804"]
+    v1 = gf.load_dictionaries(SCFM, "v1")  # 30M set lives in gene_dictionaries_30m/
+    assert len(v1.token) == 25426 and v1.special_ids is None
+    assert gf.GeneformerTokenizer(v1, genes).coverage["n_in_vocabulary"] >= 860
+
+
+@needs_shared
+def test_real_architecture_end_to_end_small():
+    model = gf.build_random_model(SCFM / "configs" / "gf-6L-30M-i2048")
+    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size) == (6, 256, 25426)
+    genes = list(torch.load(SCFM / "precomputed_scregnet_hESC_TFs500" / "fm_embeddings.pt", weights_only=True))[:200]
+    rng = np.random.default_rng(0)
+    a = ad.AnnData((rng.poisson(1.0, (3, len(genes)))).astype(np.float32))
+    a.var_names = genes
+    emb = gf.GeneformerEmbedder(GeneformerConfig(dictionaries=SCFM, transform="counts"), model=model).embed(a)
+    assert emb.metadata["version"] == "v1" and emb.dim == 256 and len(emb.genes) > 150
+    assert np.isfinite(emb.vectors).all()
