@@ -59,6 +59,26 @@ def _cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _user_error_names() -> set[str]:
+    from scregnet import errors
+
+    return {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, errors.ScregnetError)}
+
+
+def _failed_steps() -> list[tuple[str, str, str]]:
+    """(step, exception class path, message) of the failed steps of the newest pipeline run."""
+    from zenml.client import Client
+
+    runs = Client().list_pipeline_runs(sort_by="desc:created", size=1)
+    out = []
+    for run in runs.items:
+        for name, step_run in run.steps.items():
+            info = getattr(step_run, "exception_info", None)
+            if str(step_run.status).lower().endswith("failed") and info is not None:
+                out.append((name, info.source or "", info.message or ""))
+    return out
+
+
 def _run_pipeline(config, config_file) -> None:
     from scregnet.errors import ScregnetError
 
@@ -71,6 +91,16 @@ def _run_pipeline(config, config_file) -> None:
         cause = _cause(exc)
         if isinstance(cause, ScregnetError):
             _fail(f"run stopped: {cause}\nNothing was trained or registered.", 1)
+        failed = _failed_steps()
+        # Sources are module paths relative to ZenML's source root ("errors.X" or "scregnet.errors.X").
+        user_errors = [(n, m) for n, src, m in failed if src.rsplit(".", 1)[-1] in _user_error_names()]
+        if user_errors:
+            lines = "\n".join(f"[{n}] {m}" for n, m in user_errors)
+            registered = any(n == "register" for n, _, _ in failed) or not failed
+            _fail(f"run stopped:\n{lines}\n" + ("" if registered else "Nothing was trained or registered."), 1)
+        if failed:
+            lines = "\n".join(f"[{n}] {src}: {m}" for n, src, m in failed)
+            _fail(f"run failed:\n{lines}\nSee the step logs above; no model was promoted.", 1)
         raise
     metrics = _output(run, "evaluate", "metrics")
     decision = _output(run, "register", "promotion")
@@ -170,15 +200,16 @@ def validate(data, h5ad, priors, min_cells, min_genes) -> None:
               default="genelink", show_default=True)
 @click.option("--embedder", "embedders", multiple=True, type=click.Choice(["none", "pca", "precomputed"]),
               default=("none",), show_default=True, help="Repeatable.")
+@click.option("--degree-aware", is_flag=True, default=False, help="Degree-aware negative sampling (every part).")
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSON file; a .md table is written beside it.")
-def benchmark(data, seeds, protocol, embedders, config_file, out) -> None:
+def benchmark(data, seeds, protocol, embedders, degree_aware, config_file, out) -> None:
     """Accuracy and speed over datasets x seeds with the trivial baselines (core library, no ZenML)."""
     from scregnet.benchmark import BenchmarkSpec, run_benchmark, write_report
 
     if not 1 <= seeds <= 50:
         _fail("--seeds must be between 1 and 50", 2)
-    config = _load(config_file)
+    config = _load(config_file, **{"split.degree_aware_negatives": True if degree_aware else None})
     report = run_benchmark(BenchmarkSpec(list(data), seeds, protocol, tuple(embedders), config), log=click.echo)
     command = "scregnet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path, md_path = write_report(report, out, command)
@@ -263,6 +294,257 @@ def rollback(dataset) -> None:
     except ValueError as exc:
         _fail(str(exc), 1)
     click.echo(f"{name}: champion -> version {version}")
+
+
+
+# --------------------------------------------------------------------------------------
+# New-priors watcher, batch inference, schedules.
+
+
+@main.command()
+@click.option("--bucket", envvar="WATCH_BUCKET", required=True, help="S3 bucket with the prior files [env WATCH_BUCKET].")
+@click.option("--prefix", envvar="WATCH_PREFIX", default="", show_default=True,
+              help="Prefix holding <dataset>/<priors>.csv|.tsv [env WATCH_PREFIX].")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL_S3", default=None,
+              help="S3-compatible endpoint (MinIO, moto) [env AWS_ENDPOINT_URL_S3].")
+@click.option("--expression-root", envvar="SCREGNET_DATA_DIR", type=click.Path(path_type=Path), required=True,
+              help="DIR/<dataset>/ holds the expression: a BEELINE directory or one .h5ad [env SCREGNET_DATA_DIR].")
+@click.option("--config", "config_file", envvar="SCREGNET_RUN_CONFIG", type=click.Path(exists=True, path_type=Path),
+              default=None, help="Base run config for the triggered runs [env SCREGNET_RUN_CONFIG].")
+@click.option("--priors-dir", envvar="SCREGNET_PRIORS_DIR", type=click.Path(path_type=Path), default=None,
+              help="Where prior files are downloaded; must be readable by the pipeline's steps "
+                   "(default $SCREGNET_HOME/priors) [env SCREGNET_PRIORS_DIR].")
+@click.option("--once", is_flag=True, help="One pass, then exit (exit 1 if a triggered run failed).")
+@click.option("--interval", type=float, default=None, help="Seconds between passes (runs until stopped).")
+@click.option("--settle", "settle_seconds", type=float, default=15.0, show_default=True,
+              help="Quiet period: a dataset's newest upload must be this old (S3 server clock) and a second "
+                   "listing unchanged before it is trained on; fresh uploads are waited for within the pass.")
+@click.option("--lease", "lease_seconds", type=float, default=300.0, show_default=True,
+              help="Per-dataset lock lease; renewed while a run is going, taken over when a watcher died.")
+@click.option("--run-timeout", type=float, default=6 * 3600.0, show_default=True, help="Seconds before a run is killed.")
+def watch(bucket, prefix, endpoint_url, expression_root, config_file, priors_dir, once, interval, settle_seconds,
+          lease_seconds, run_timeout) -> None:
+    """Train one run per dataset whose priors under s3://BUCKET/PREFIX/<dataset>/ are new or changed."""
+    import os
+    import signal
+
+    from scregnet.priors_store import UnsafeKeyError, normalize_prefix
+    from scregnet.watch import WatchConfig, watch as watch_loop
+
+    if once == (interval is not None):
+        _fail("give exactly one of --once or --interval SECONDS", 2)
+    if interval is not None and interval <= 0:
+        _fail("--interval must be positive", 2)
+    try:
+        normalize_prefix(prefix)
+    except UnsafeKeyError as exc:
+        _fail(str(exc), 2)
+    cfg = WatchConfig(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
+                      expression_root=expression_root.resolve(),
+                      priors_dir=(priors_dir or home() / "priors").resolve(),
+                      run_config=config_file.resolve() if config_file else None, settle_seconds=settle_seconds,
+                      lease_seconds=lease_seconds, run_timeout=run_timeout, workdir=home() / "watch")
+
+    def _term(signum, frame):  # let the finally blocks stop the child run and release the lease
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _term)
+    outcomes = watch_loop(cfg, once=once, interval=interval or 0.0, log=lambda m: click.echo(m))
+    trained = [o for o in outcomes if o.status == "trained"]
+    failed = [o for o in outcomes if o.status == "failed"]
+    click.echo(f"pass done: {len(trained)} trained, {len(failed)} failed, {len(outcomes)} dataset(s) seen")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--dataset", required=True, help="Dataset name, e.g. hESC/TFs500 or synthetic.")
+@click.option("--model", "model", default="champion", show_default=True,
+              help="Registry alias (champion, challenger) or a version number.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Ranked network: .csv, .tsv, .parquet or .graphml.")
+@click.option("--tfs", "tfs_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="TF list (TF.csv, a table with a tf column, or one symbol per line); default: the model's TFs.")
+@click.option("--top", type=int, default=None, help="Keep only the N best-scored pairs.")
+@click.option("--min-score", type=float, default=None, help="Keep only pairs scoring at least this.")
+@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Run config (its tracking URI and registry prefix are used).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking server (default: config, env, $SCREGNET_HOME).")
+def predict(dataset, model, out, tfs_file, top, min_score, config_file, tracking_uri) -> None:
+    """Score every TF x gene pair with a registered model and write a ranked network."""
+    from scregnet.predict import OUTPUT_SUFFIXES, predict as run_predict, read_tf_list
+
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        _fail(f"--out: use one of {', '.join(OUTPUT_SUFFIXES)}", 2)
+    config = _load(config_file, **{"tracking.tracking_uri": tracking_uri})
+    try:
+        tfs = read_tf_list(tfs_file) if tfs_file else None
+        path, frame, loaded = run_predict(dataset, out, model, config, tfs=tfs, top=top, min_score=min_score)
+    except KeyError as exc:
+        _fail(f"{dataset}: {exc}", 1)
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+            _fail(f"{dataset}: no registered model {model!r} ({exc})", 1)
+        raise
+    n_tfs = frame["tf"].nunique() if len(frame) else 0
+    click.echo(f"{loaded.name} version {loaded.version}: {len(frame)} pairs ({n_tfs} TFs) -> {path}")
+
+
+@main.command()
+@click.option("--cron", "cron", required=True, help='Cron expression, e.g. "0 3 * * 1".')
+@click.option("--config", "config_file", envvar="SCREGNET_RUN_CONFIG", type=click.Path(exists=True, path_type=Path),
+              default=None, help="Run config (configs/k8s.yaml) [env SCREGNET_RUN_CONFIG].")
+@click.option("--name", "schedule_name", default=None, help="Schedule name (default: chosen by ZenML).")
+def schedule(cron, config_file, schedule_name) -> None:
+    """Run the training pipeline on a cron schedule (orchestrators that support schedules only)."""
+    if len(cron.split()) != 5:
+        _fail(f"--cron {cron!r}: expected 5 fields (minute hour day-of-month month day-of-week)", 2)
+    config = _load(config_file)
+    from zenml.client import Client
+
+    stack = Client().active_stack
+    orchestrator = stack.orchestrator
+    if not orchestrator.config.is_schedulable:
+        _fail(f"the active ZenML stack {stack.name!r} uses the {orchestrator.flavor!r} orchestrator, which does not "
+              "run schedules (ZenML's local orchestrator refuses them).\n"
+              "Either: run the watcher or a training run from cron, e.g.\n"
+              f"  {cron} cd {Path.cwd()} && scregnet watch --bucket B --prefix P --expression-root DIR --once\n"
+              "or activate a stack whose orchestrator schedules (Kubernetes: `zenml stack set scregnet-k8s`, then "
+              "`scregnet schedule --config configs/k8s.yaml --cron ...` creates a CronJob).", 2)
+    from zenml.config.schedule import Schedule
+
+    from pipelines.training import run_training
+
+    run_training(config, zenml_config=config_file, schedule=Schedule(name=schedule_name, cron_expression=cron))
+    click.echo(f"scheduled the training pipeline on stack {stack.name!r} ({orchestrator.flavor}): cron {cron!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tuning, comparison and paper studies (scregnet/tune.py, scregnet/compare.py, scregnet/studies.py)
+
+_PROTOCOLS = ["genelink", "heldout_tf", "heldout_target", "heldout_both"]
+
+
+@main.command()
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="BEELINE-layout dataset directory (repeatable: one study per dataset).")
+@click.option("--trials", type=int, default=None, help="Target number of finished trials in the study [tune.n_trials: 50].")
+@click.option("--timeout", type=float, default=None, help="Seconds for this worker's search (per dataset).")
+@click.option("--storage", default=None, help="Optuna RDB URL [$OPTUNA_STORAGE_URL, else sqlite $SCREGNET_HOME/optuna.db].")
+@click.option("--study-name", default=None, help="Default: <dataset>-<protocol>-<embedder>-seed<k>-<metric>.")
+@click.option("--protocol", type=click.Choice(_PROTOCOLS), default=None)
+@click.option("--degree-aware", is_flag=True, default=False, help="Degree-aware negative sampling.")
+@click.option("--embedder", type=click.Choice(["none", "pca", "precomputed"]), default=None)
+@click.option("--embedding", type=click.Path(path_type=Path), default=None, help="File for --embedder precomputed.")
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default=None)
+@click.option("--metric", type=click.Choice(["auroc", "auprc"]), default=None, help="Validation metric to maximise.")
+@click.option("--seed", type=int, default=None, help="Split + sampler seed.")
+@click.option("--threads", type=int, default=None, help="torch threads per trial.")
+@click.option("--no-retrain", is_flag=True, default=False, help="Search only; no final model.")
+@click.option("--compare-seeds", type=int, default=0, show_default=True,
+              help="Afterwards, default vs tuned params over this many fresh split seeds (test once each).")
+@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON report; a .md table beside it.")
+def tune(data, trials, timeout, storage, study_name, protocol, degree_aware, embedder, embedding, pruner, metric,
+         seed, threads, no_retrain, compare_seeds, config_file, out) -> None:
+    """Optuna search on validation (TPE + pruning, resumable RDB study), then retrain the best once on test."""
+    from scregnet import tune as tuning
+    from scregnet.data import load_beeline
+    from scregnet.embeddings import build_embedder
+    from scregnet.errors import ScregnetError
+
+    config = _load(config_file, **{
+        "tune.n_trials": trials, "tune.timeout": timeout, "tune.storage": storage, "tune.pruner": pruner,
+        "tune.metric": metric, "tune.sampler_seed": seed, "split.seed": seed, "train.seed": seed,
+        "split.protocol": protocol, "split.degree_aware_negatives": True if degree_aware else None,
+        "embedder.kind": embedder, "embedder.path": str(embedding) if embedding else None,
+        "train.threads": threads, "tune.retrain": False if no_retrain else None})
+    if study_name and len(data) > 1:
+        _fail("--study-name names one study: give a single --data", 2)
+    rows = []
+    for directory in data:
+        try:
+            dataset = load_beeline(directory)
+            emb = build_embedder(config.embedder).embed(dataset.adata)
+            res = tuning.tune(dataset, config, emb, study_name=study_name)
+        except (ScregnetError, RuntimeError, ValueError) as exc:
+            _fail(f"{directory}: {exc}", 1)
+        click.secho(f"{dataset.name}: study {res.study_name} ({tuning.redact(res.storage)}), trials {res.counts}, "
+                    f"search {res.study_seconds:.0f}s", bold=True)
+        click.echo(f"best validation {res.metric} {res.best_value:.4f}; params as config overrides:")
+        click.echo(json.dumps(res.overrides, indent=1))
+        if res.final:
+            t, b = res.final["model"]["test"], res.final["baselines"]["test"]
+            click.echo(f"final model (test, once): AUROC {t['auroc']:.3f} AUPRC {t['auprc']:.3f}  |  "
+                       + "  ".join(f"{k} {v['auroc']:.3f}/{v['auprc']:.3f}" for k, v in b.items()))
+        row = {"tune": res.as_dict()}
+        if compare_seeds:
+            row["compare"] = tuning.tuned_vs_default(dataset, config, res.best_params, emb, compare_seeds, click.echo)
+        rows.append(row)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2, default=str))
+        if compare_seeds:
+            command = "scregnet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            out.with_suffix(".md").write_text(f"Command: `{command}`\n\n" + tuning.tuning_markdown(rows))
+            click.echo(out.with_suffix(".md").read_text())
+        click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.option("--dataset", default=None, help="Filter: tag dataset (e.g. mDC/TFs500).")
+@click.option("--protocol", default=None, help="Filter: tag protocol.")
+@click.option("--experiment", default=None, help="MLflow experiment (default: all).")
+@click.option("--tag", "tags", multiple=True, help="Extra filter KEY=VALUE on run tags (repeatable).")
+@click.option("--by", default="dataset,protocol,embedder,gnn", show_default=True, help="Grouping tags, comma-separated.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table as markdown.")
+@click.option("--ui-help", is_flag=True, default=False, help="Print how to build the same view in the MLflow UI.")
+def compare(dataset, protocol, experiment, tags, by, out, ui_help) -> None:
+    """Runs in the MLflow store, grouped by tags: model vs trivial baselines on test, mean ± std."""
+    from scregnet.compare import UI_HELP, compare as run_compare
+
+    extra = {}
+    for t in tags:
+        if "=" not in t:
+            _fail(f"--tag {t!r}: expected KEY=VALUE", 2)
+        k, v = t.split("=", 1)
+        extra[k] = v
+    groups, table = run_compare(experiment=experiment, dataset=dataset, protocol=protocol, tags=extra,
+                                by=tuple(b.strip() for b in by.split(",") if b.strip()))
+    if not groups:
+        click.echo("no finished runs with test metrics match")
+    else:
+        click.echo(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        click.echo(f"wrote {out}")
+    if ui_help:
+        click.echo(UI_HELP)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["ablation", "gnn", "noise"]))
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Repeatable.")
+@click.option("--seeds", type=int, default=5, show_default=True, help="ablation/gnn: independent seeds.")
+@click.option("--protocol", type=click.Choice(_PROTOCOLS), default="genelink", show_default=True)
+@click.option("--levels", default="0,0.01,0.02,0.03,0.04,0.05", show_default=True, help="noise: label-flip fractions.")
+@click.option("--corruptions", type=int, default=10, show_default=True, help="noise: corruptions per level.")
+@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--mlflow/--no-mlflow", "to_mlflow", default=False, help="Log the table (and the noise box plot) to MLflow.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="JSON; .md (and noise .png) beside it.")
+def study(kind, data, seeds, protocol, levels, corruptions, config_file, to_mlflow, out) -> None:
+    """Paper studies: ablation (no GNN / no embedding), gnn (GCN/SAGE/GAT), noise (label-flip robustness)."""
+    from scregnet import studies
+
+    config = _load(config_file, **{"split.protocol": protocol})
+    command = "scregnet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = studies.run_study_kind(kind, list(data), config, seeds=seeds,
+                                    levels=[float(x) for x in levels.split(",")], corruptions=corruptions,
+                                    log=click.echo)
+    paths = studies.write_study(report, out, command, to_mlflow=to_mlflow, config=config)
+    click.echo(Path(paths["md"]).read_text())
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def configure(tracking_uri: str | None = None) -> Path:
     env.setdefault("ZENML_LOGGING_VERBOSITY", "INFO")  # step start/finish lines are the progress display
     env.setdefault("AUTO_OPEN_DASHBOARD", "false")
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # Third-party tqdm bars (GX draws one per expectation) flood step logs; our own progress is logging.
+    env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("MLFLOW_TRACKING_URI", tracking_uri or default_tracking_uri())
     env.setdefault("MPLCONFIGDIR", str(root / "matplotlib"))
     # Local artifacts (MLflow) live beside the database.

@@ -50,6 +50,7 @@ def log_model(run_id: str, bundle: ModelBundle, config=None) -> str:
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=str(code), artifacts={"bundle": str(Path(tmp) / "bundle")},
                     code_paths=[str(Path(scregnet.__file__).parent)], pip_requirements=_pip_requirements(),
+                    signature=_signature(),
                 )
             return info.model_uri
 
@@ -57,6 +58,14 @@ def log_model(run_id: str, bundle: ModelBundle, config=None) -> str:
     # start_run/exit marks the run FINISHED; the pipeline reopens it until registration ends.
     with_retries(lambda: client(config).update_run(run_id, status="RUNNING"), "reopen the run")
     return uri
+
+
+def _signature():
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"tf": ["TF1"], "target": ["GENE1"]})
+    return infer_signature(example, example.assign(score=[0.5]))
 
 
 @dataclass
@@ -118,13 +127,13 @@ def register(run_id: str, model_uri: str, name: str, metrics: dict[str, float], 
     import mlflow
 
     c = client(config)
-    tags = {"run_id": run_id, "split_hash": split_hash, **{f"test_{k}": f"{v:.6f}" for k, v in metrics.items()},
+    tags = {"run_id": run_id, "split_hash": split_hash, **{f"test_{k}": repr(float(v)) for k, v in metrics.items()},
             **(extra_tags or {})}
     mv = with_retries(lambda: mlflow.register_model(model_uri, name, tags=tags), "register the model")
     version = str(mv.version)
     with_retries(lambda: c.set_registered_model_alias(name, CHALLENGER, version), "set the challenger alias")
 
-    value = float(metrics[metric])
+    value = float(repr(float(metrics[metric])))  # exactly what the tag stores
     champion = current_champion(name, config)
     if champion is None:
         decision = Decision(name, version, True, "no champion yet", metric, value)

@@ -125,6 +125,9 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
                 pass
     else:
         context = gx.get_context(mode="ephemeral")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one bar per expectation is noise
 
     genes = _gene_frame(dataset)
     expr_exps = [

@@ -1,0 +1,132 @@
+"""Real ZenML runs (local orchestrator, temporary store) through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"parameters": {"config": {
+    "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
+    "train": {"max_epochs": 30, "patience": 3},
+    "embedder": {"kind": "pca", "dim": 8},
+}}}
+
+
+def _cli(home: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_"))}
+    env.update(SCREGNET_HOME=str(home), ZENML_LOGGING_VERBOSITY="WARN", SCREGNET_ARTIFACTS=str(home / "mlartifacts"))
+    env.pop("SCREGNET_ARTIFACTS")
+    return subprocess.run([sys.executable, "-m", "scregnet.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _zenml_stage(home: Path, name: str, version: str) -> str:
+    code = ("from scregnet.home import configure; configure();"
+            "from zenml.client import Client;"
+            f"print(Client().get_model_version('{name}', '{version}').stage)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_", "SCREGNET_ARTIFACTS"))}
+    env["SCREGNET_HOME"] = str(home)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "small.yaml"
+    path.write_text(yaml.safe_dump(SMALL))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(home, config_file, synthetic_dir):
+    out = _cli(home, "train", "--data", str(synthetic_dir), "--config", str(config_file), "--name", "synth", "--seed", "0")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def _client(home: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_run_is_tracked_with_config_metrics_plots_and_tags(first_run, home):
+    assert "model (test)" in first_run.stdout and "label_count" in first_run.stdout
+    c = _client(home)
+    exp = c.get_experiment_by_name("scregnet")
+    runs = c.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.max_epochs"] == "30" and run.data.params["embedder.kind"] == "pca"
+    for key in ("test_model_auroc", "test_model_auprc", "val_model_auroc", "test_label_count_auroc",
+                "test_tf_prior_auprc", "test_target_popularity_auroc", "test_model_per_tf_auroc", "best_epoch"):
+        assert key in run.data.metrics, key
+    tags = run.data.tags
+    assert (tags["dataset"], tags["protocol"], tags["embedder"], tags["gnn"], tags["seed"]) == ("synth", "genelink", "pca", "gcn", "0")
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"plots", "embedding"} <= artifacts
+    plots = {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/roc_pr_test.png", "plots/training_curves.png"} <= plots
+    assert (home / "mlflow.db").is_file() and (home / "zenml").is_dir()
+
+
+def test_first_model_becomes_champion_in_mlflow_and_zenml(first_run, home):
+    c = _client(home)
+    mv = c.get_model_version_by_alias("scregnet-synth", "champion")
+    assert str(mv.version) == "1"
+    assert str(c.get_model_version_by_alias("scregnet-synth", "challenger").version) == "1"
+    assert mv.tags["promotion_decision"] == "promoted"
+    assert _zenml_stage(home, "scregnet-synth", mv.tags["zenml_model_version"]) == "production"
+
+
+def test_second_model_is_gated_against_the_champion(first_run, home, config_file, synthetic_dir):
+    out = _cli(home, "train", "--data", str(synthetic_dir), "--config", str(config_file), "--name", "synth", "--seed", "0")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    c = _client(home)
+    v2 = c.get_model_version("scregnet-synth", "2")
+    assert str(c.get_model_version_by_alias("scregnet-synth", "challenger").version) == "2"
+    champion = str(c.get_model_version_by_alias("scregnet-synth", "champion").version)
+    v1 = c.get_model_version("scregnet-synth", "1")
+    # Same seed, same split: the gate compares stored test metrics on the same split.
+    assert v1.tags["split_hash"] == v2.tags["split_hash"]
+    better = float(v2.tags["test_auprc"]) > float(v1.tags["test_auprc"])
+    assert champion == ("2" if better else "1")
+    assert v2.tags["promotion_decision"] == ("promoted" if better else "rejected")
+    stage = _zenml_stage(home, "scregnet-synth", v2.tags["zenml_model_version"])
+    assert stage == ("production" if better else "staging")
+
+
+def test_invalid_input_stops_before_training_and_registers_nothing(first_run, home, config_file, synthetic_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(synthetic_dir, bad)
+    expr = pd.read_csv(bad / "BL--ExpressionData.csv", index_col=0)
+    expr.iloc[2, 3] = -5.0
+    expr.to_csv(bad / "BL--ExpressionData.csv")
+    before = len(_client(home).search_model_versions("name='scregnet-synth'"))
+    runs_before = len(_client(home).search_runs([_client(home).get_experiment_by_name("scregnet").experiment_id]))
+    out = _cli(home, "train", "--data", str(bad), "--config", str(config_file), "--name", "synth")
+    assert out.returncode != 0
+    assert "BL--ExpressionData.csv" in out.stderr and "negative" in out.stderr
+    assert "Nothing was trained or registered" in out.stderr
+    c = _client(home)
+    assert len(c.search_model_versions("name='scregnet-synth'")) == before
+    assert len(c.search_runs([c.get_experiment_by_name("scregnet").experiment_id])) == runs_before
