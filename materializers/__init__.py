@@ -2,7 +2,8 @@
 
 from materializers.anndata_materializer import AnnDataMaterializer
 from materializers.embedding_materializer import GeneEmbeddingMaterializer
+from materializers.gene_sums_materializer import GeneSumsMaterializer
 from materializers.model_materializer import ModelBundleMaterializer
 from materializers.split_materializer import SplitMaterializer
 
-__all__ = ["AnnDataMaterializer", "GeneEmbeddingMaterializer", "ModelBundleMaterializer", "SplitMaterializer"]
+__all__ = ["AnnDataMaterializer", "GeneEmbeddingMaterializer", "GeneSumsMaterializer", "ModelBundleMaterializer", "SplitMaterializer"]

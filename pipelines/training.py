@@ -13,6 +13,7 @@ from scregnet.config import RunConfig
 from scregnet.data import dataset_name
 from scregnet.registry import model_name
 from steps.embed.embed import embed
+from steps.embed.shards import add_gene_sums, embed_shard, finalize_embedding
 from steps.evaluate.evaluate import evaluate
 from steps.ingest.ingest import ingest
 from steps.register.register import register
@@ -25,10 +26,25 @@ def training_pipeline(config: RunConfig) -> None:
     expression, priors = ingest(config)
     validate(expression, priors, config)
     # Nothing is embedded or trained until the inputs passed validation.
-    gene_embedding = embed(expression, config.embedder, after="validate")
+    gene_embedding = embed_genes(expression, config)
     model, split, run_id = train(expression, priors, gene_embedding, config, after="validate")
     metrics = evaluate(model, split, config, run_id)
     register(model, split, metrics, config, run_id)
+
+
+def embed_genes(expression, config: RunConfig):
+    """One embed step, or a fan-out over cell shards (Geneformer with n_shards > 1).
+
+    Locally the shard steps run one after another; on Kubernetes each is its own (GPU) pod.
+    """
+    n_shards = config.embedder.geneformer.n_shards if config.embedder.kind == "geneformer" else 1
+    if n_shards <= 1:
+        return embed(expression, config.embedder, after="validate")
+    total = None
+    for i in range(n_shards):
+        part = embed_shard(expression, config.embedder, shard=i, after="validate")
+        total = part if total is None else add_gene_sums(total, part)
+    return finalize_embedding(total)
 
 
 def resolve_dataset_name(config: RunConfig) -> str:
@@ -41,11 +57,14 @@ def resolve_dataset_name(config: RunConfig) -> str:
     return "dataset"
 
 
-def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None):
+def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None,
+                 schedule=None):
     """Run the pipeline on the active ZenML stack; returns the pipeline run response.
 
     `zenml_config`: a run-config YAML; its `settings`/`steps` go to ZenML, its
     `parameters.config` has already been read into `config` by `load_config`.
+    `schedule`: a `zenml.config.schedule.Schedule`; the orchestrator must support schedules
+    (the local one refuses them; the Kubernetes one creates a CronJob for a cron expression).
     """
     config = config.model_copy(deep=True)
     config.data.name = resolve_dataset_name(config)
@@ -53,6 +72,8 @@ def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_
                                     description="scRegNet TF -> target link predictor")}
     if run_name:
         options["run_name"] = run_name
+    if schedule is not None:
+        options["schedule"] = schedule
     tmp = None
     if zenml_config is not None:
         raw = yaml.safe_load(Path(zenml_config).read_text()) or {}

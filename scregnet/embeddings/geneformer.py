@@ -596,10 +596,10 @@ class GeneSums:
 _MERGE_KEYS = ("embedder", "model", "layer", "version", "transform", "dictionary_sha256", "input_sha256", "dims")
 
 
-def merge_gene_sums(parts: Sequence[GeneSums]) -> GeneEmbedding:
-    """Exact merge of shard sums: mean = sum of sums / sum of counts; genes with count 0 dropped."""
+def sum_gene_sums(parts: Sequence[GeneSums]) -> GeneSums:
+    """Exact sum of shard (sum, count) tables; refuses shards of different runs/models."""
     if not parts:
-        raise ValueError("merge_gene_sums needs at least one shard")
+        raise ValueError("merging Geneformer shards needs at least one shard")
     first = parts[0].metadata
     for p in parts[1:]:
         bad = [k for k in _MERGE_KEYS if p.metadata.get(k) != first.get(k)]
@@ -619,18 +619,31 @@ def merge_gene_sums(parts: Sequence[GeneSums]) -> GeneEmbedding:
         rows = np.array([pos[g] for g in p.genes], dtype=np.int64)
         np.add.at(sums, rows, p.sums)
         np.add.at(counts, rows, p.counts)
-    has = counts > 0
-    vectors = (sums[has] / counts[has, None]).astype(np.float32)
-    kept = [g for g, h in zip(genes, has) if h]
     meta = {k: v for k, v in first.items() if k not in ("shard",)}
-    meta["n_shards"] = len(parts)
-    meta["n_cells"] = int(sum(p.n_cells for p in parts))
+    meta["n_shards"] = int(sum(p.metadata.get("n_shards_merged", 1) for p in parts))
+    meta["n_shards_merged"] = meta["n_shards"]
+    return GeneSums(genes, sums, counts, int(sum(p.n_cells for p in parts)), meta)
+
+
+def gene_sums_to_embedding(total: GeneSums) -> GeneEmbedding:
+    """Means from (sum, count); genes never ranked (count 0) get no vector."""
+    has = total.counts > 0
+    vectors = (total.sums[has] / total.counts[has, None]).astype(np.float32)
+    kept = [g for g, h in zip(total.genes, has) if h]
+    meta = {k: v for k, v in total.metadata.items() if k not in ("shard", "n_shards_merged")}
+    meta.setdefault("n_shards", 1)
+    meta["n_cells"] = int(total.n_cells)
     coverage = dict(meta.get("coverage", {}))
     coverage["genes_with_vector"] = len(kept)
-    n = coverage.get("n_genes") or max(len(genes), 1)
+    n = coverage.get("n_genes") or max(len(total.genes), 1)
     coverage["vector_fraction"] = round(len(kept) / n, 6)
     meta["coverage"] = coverage
     return GeneEmbedding(genes=kept, vectors=vectors, metadata=meta)
+
+
+def merge_gene_sums(parts: Sequence[GeneSums]) -> GeneEmbedding:
+    """Exact merge of shard sums: mean = sum of sums / sum of counts; genes with count 0 dropped."""
+    return gene_sums_to_embedding(sum_gene_sums(parts))
 
 
 def input_sha256(X, genes: Sequence[str]) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import anndata as ad
-from zenml import log_metadata, step
+from zenml import step
+
+from steps.common import record
 from zenml.config import CachePolicy
 
 from materializers import GeneEmbeddingMaterializer
@@ -21,6 +23,6 @@ from scregnet.embeddings import GeneEmbedding, build_embedder
 def embed(expression: ad.AnnData, embedder: EmbedderConfig) -> Annotated[GeneEmbedding, "gene_embedding"]:
     embedding = build_embedder(embedder).embed(expression)
     _, found = embedding.align(list(expression.var_names)) if embedding.dim else (None, None)
-    log_metadata({"genes_with_vector": len(embedding.genes), "dims": embedding.dim,
+    record({"genes_with_vector": len(embedding.genes), "dims": embedding.dim,
                   "coverage": float(found.mean()) if found is not None else 0.0})
     return embedding

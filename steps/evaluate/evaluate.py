@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from zenml import log_metadata, step
+from zenml import step
+
+from steps.common import record
 
 from scregnet import tracking
 from scregnet.config import RunConfig
@@ -38,7 +40,7 @@ def evaluate(model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id:
         base_tables = {b: per_tf_table(ev.test_pairs, s, model.genes) for b, s in ev.baseline_test_scores.items()}
         if len(table):
             tracking.log_figure(mlflow_run_id, per_tf_figure(table, base_tables), "per_tf_auroc_test.png", config)
-        log_metadata({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
+        record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
     except BaseException:
         tracking.end_run(mlflow_run_id, "FAILED", config)
         raise

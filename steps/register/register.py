@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from zenml import get_step_context, log_metadata, step
+from zenml import get_step_context, step
+
+from steps.common import record
 
 from scregnet import registry, tracking
 from scregnet.config import RunConfig
@@ -37,7 +39,7 @@ def register(model: ModelBundle, split: Split, metrics: dict, config: RunConfig,
         registry.apply_promotion(decision, mirror_to_zenml, config)
         tracking.set_tags(mlflow_run_id, {"registered_model": name, "registered_version": decision.version,
                                           "promotion": "promoted" if decision.promoted else "rejected"}, config)
-        log_metadata({"mlflow_model": name, "mlflow_version": decision.version, "promoted": decision.promoted,
+        record({"mlflow_model": name, "mlflow_version": decision.version, "promoted": decision.promoted,
                       "reason": decision.reason})
     except BaseException:
         tracking.end_run(mlflow_run_id, "FAILED", config)

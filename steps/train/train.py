@@ -15,6 +15,7 @@ from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
 from scregnet.embeddings import GeneEmbedding
 from scregnet.plots import training_curves_figure
+from scregnet.priors_store import prior_manifest_tags
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split, make_split
 from scregnet.train import ModelInputs, bundle, fit
@@ -22,7 +23,8 @@ from scregnet.train import ModelInputs, bundle, fit
 
 def run_tags(config: RunConfig, dataset: GRNDataset) -> dict[str, str]:
     return {"dataset": dataset.name, "protocol": config.split.protocol, "embedder": config.embedder.kind,
-            "gnn": config.model.gnn, "seed": str(config.train.seed), "priors_sha256": dataset.priors_hash()}
+            "gnn": config.model.gnn, "seed": str(config.train.seed), "priors_sha256": dataset.priors_hash(),
+            **prior_manifest_tags(config.data.prior_manifest)}
 
 
 @step(enable_cache=False, output_materializers={"model": ModelBundleMaterializer, "split": SplitMaterializer})
@@ -36,6 +38,9 @@ def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbe
         with tempfile.TemporaryDirectory() as tmp:
             gene_embedding.save(tmp)
             tracking.log_artifacts(run_id, tmp, "embedding", config)
+        if config.data.prior_manifest is not None:  # the watcher's record of the prior files
+            tracking.with_retries(lambda: tracking.client(config).log_artifact(
+                run_id, str(config.data.prior_manifest), "priors"), "upload the prior manifest")
         inputs = ModelInputs.build(dataset, gene_embedding)
         result = fit(inputs, split, config.model, config.train)
         tracking.log_history(run_id, result.history, config)
@@ -45,7 +50,7 @@ def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbe
                                       **{f"split_n_{k}": v for k, v in split.sizes().items()},
                                       "embedding_coverage": float(inputs.embedding_found.mean())
                                       if inputs.embedding_found is not None else 0.0}, config)
-        model = bundle(result, inputs, config.model, dataset=dataset.name, split_sha256=split.hash())
+        model = bundle(result, inputs, config.model, dataset=dataset.name, split_sha256=split.hash(), tfs=dataset.tfs)
     except BaseException:
         tracking.end_run(run_id, "FAILED", config)
         raise

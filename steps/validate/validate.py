@@ -6,7 +6,9 @@ from typing import Annotated
 
 import anndata as ad
 import pandas as pd
-from zenml import log_metadata, step
+from zenml import step
+
+from steps.common import record
 
 from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
@@ -20,7 +22,7 @@ def validate(expression: ad.AnnData, priors: pd.DataFrame, config: RunConfig) ->
     dataset = GRNDataset.from_parts(expression, priors)
     report_dir = home() / "validation" / model_name("report", dataset.name)
     report = validate_dataset(dataset, config.data.min_cells, config.data.min_genes, report_dir=report_dir)
-    log_metadata({"problems": len(report.problems), "warnings": len(report.warnings),
+    record({"problems": len(report.problems), "warnings": len(report.warnings),
                   "report": report.report_path or ""})
     report.raise_if_failed()
     return {"problems": report.problems, "warnings": report.warnings, "report": report.report_path,
