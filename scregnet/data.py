@@ -150,8 +150,13 @@ def read_table(path: Path, *, index_col: int | None = 0, expect: tuple[str, ...]
     missing = [c for c in expect if c not in df.columns]
     if missing:
         hint = ""
-        if len(df.columns) == 1 and any(d in str(df.columns[0]) for d in (";", "\t", "|", " ")):
-            hint = " (the header looks like a single column: wrong delimiter? expected ',')"
+        if len(df.columns) <= 1:
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rt", errors="replace") as fh:
+                first = fh.readline()
+            other = next((d for d in (";", "\t", "|") if d != sep and d in first), None)
+            if other:
+                hint = f" (the header is split by {other!r}: wrong delimiter? expected {sep!r})"
         raise DataError(
             f"missing column(s) {missing}; expected columns {list(expect)}, found {list(df.columns)}{hint}", path
         )
@@ -230,6 +235,11 @@ def load_beeline(directory: str | Path, name: str | None = None) -> GRNDataset:
             directory,
         )
     expr = read_table(expr_path)
+    # pandas renames duplicated header cells ("c", "c.1"): look at the raw header instead.
+    header = [str(c) for c in pd.read_csv(expr_path, header=None, nrows=1).iloc[0, 1:]]
+    dup_cells = sorted({c for c in header if header.count(c) > 1})
+    if dup_cells:
+        raise DataError(f"duplicated cell names in the header, e.g. {dup_cells[:5]}; expected one column per distinct cell", expr_path)
     if expr.shape[1] == 0:
         raise DataError("expression has no cell columns; expected genes as rows and cells as columns", expr_path)
     values = expr.apply(pd.to_numeric, errors="coerce")
@@ -330,9 +340,13 @@ def load_dataset(config) -> GRNDataset:
     """From a `DataConfig`: BEELINE directory, or h5ad + priors."""
     if config.path is not None:
         ds = load_beeline(config.path, name=config.name)
-        if config.priors:  # extra priors on top of Label.csv
+        if config.priors:  # extra priors on top of Label.csv (or instead of it: replace_labels)
             extra = pd.concat([read_priors(p) for p in config.priors], ignore_index=True)
-            ds.priors = pd.concat([ds.priors, extra], ignore_index=True)
+            if getattr(config, "replace_labels", False):
+                ds.priors = extra
+                ds.sources["labels"] = ",".join(str(p) for p in config.priors)
+            else:
+                ds.priors = pd.concat([ds.priors, extra], ignore_index=True)
         return ds
     if config.h5ad is not None:
         return load_h5ad(config.h5ad, config.priors, name=config.name)

@@ -154,6 +154,10 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
             report.problems.append(
                 f"{expr_file}: {len(bad)} gene(s) have {what} expression values, e.g. {examples}; "
                 "expected finite, non-negative values")
+    cells = pd.Series([str(c) for c in dataset.adata.obs_names])
+    if cells.duplicated().any():
+        report.problems.append(f"{expr_file}: duplicated cell names, e.g. {sorted(set(cells[cells.duplicated()]))[:5]}; "
+                               "expected unique cell names")
     if n_cells < min_cells:
         report.problems.append(f"{expr_file}: only {n_cells} cells; expected at least {min_cells}")
 
@@ -192,8 +196,13 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
         first = dups.iloc[0]
         report.warnings.append(
             f"{first['source']}: {len(dups)} duplicated edge(s), e.g. row {first['row']} {first['edge']}; merged")
-    if not report.problems and len(dataset.label_graph().tf_index) == 0:
-        report.problems.append(f"{prior_file}: no TF has a measured positive target; expected at least one")
+    if not report.problems:
+        graph = dataset.label_graph()
+        if len(graph.tf_index) == 0:
+            report.problems.append(f"{prior_file}: no TF has a measured positive target; expected at least one")
+        else:
+            counts = np.bincount(graph.edges[:, 0], minlength=graph.n_genes)[graph.tf_index]
+            report.statistics.update(tfs_with_positive=int(len(graph.tf_index)), min_positives_per_tf=int(counts.min()))
 
     if report_dir is not None:
         try:
