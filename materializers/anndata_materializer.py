@@ -9,26 +9,20 @@ from typing import Any, ClassVar
 import anndata as ad
 import numpy as np
 from zenml.enums import ArtifactType
-from zenml.materializers.base_materializer import BaseMaterializer
-
-from materializers._io import download_dir, upload_dir
+from materializers._io import DirectoryMaterializer
 
 FILENAME = "data.h5ad"
 
 
-class AnnDataMaterializer(BaseMaterializer):
+class AnnDataMaterializer(DirectoryMaterializer):
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (ad.AnnData,)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
-    def load(self, data_type: type[Any]) -> ad.AnnData:
-        with self.get_temporary_directory(delete_at_exit=True) as tmp:
-            download_dir(self.uri, tmp)
-            return ad.read_h5ad(os.path.join(tmp, FILENAME))
+    def read(self, directory: str, data_type: type[Any]) -> ad.AnnData:
+        return ad.read_h5ad(os.path.join(directory, FILENAME))
 
-    def save(self, data: ad.AnnData) -> None:
-        with self.get_temporary_directory(delete_at_exit=True) as tmp:
-            data.write_h5ad(os.path.join(tmp, FILENAME))
-            upload_dir(tmp, self.uri)
+    def write(self, data: ad.AnnData, directory: str) -> None:
+        data.write_h5ad(os.path.join(directory, FILENAME))
 
     def compute_content_hash(self, data: ad.AnnData) -> str:
         """Matrix values + cell and gene names + var/obs columns (not `uns`: provenance only)."""

@@ -7,25 +7,19 @@ from typing import Any, ClassVar
 
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
-from zenml.materializers.base_materializer import BaseMaterializer
-
-from materializers._io import download_dir, upload_dir
+from materializers._io import DirectoryMaterializer
 from scregnet.embeddings.base import GeneEmbedding
 
 
-class GeneEmbeddingMaterializer(BaseMaterializer):
+class GeneEmbeddingMaterializer(DirectoryMaterializer):
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (GeneEmbedding,)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.DATA
 
-    def load(self, data_type: type[Any]) -> GeneEmbedding:
-        with self.get_temporary_directory(delete_at_exit=True) as tmp:
-            download_dir(self.uri, tmp)
-            return GeneEmbedding.load(tmp)
+    def read(self, directory: str, data_type: type[Any]) -> GeneEmbedding:
+        return GeneEmbedding.load(directory)  # verifies the stored checksum
 
-    def save(self, data: GeneEmbedding) -> None:
-        with self.get_temporary_directory(delete_at_exit=True) as tmp:
-            data.save(tmp)
-            upload_dir(tmp, self.uri)
+    def write(self, data: GeneEmbedding, directory: str) -> None:
+        data.save(directory)
 
     def compute_content_hash(self, data: GeneEmbedding) -> str:
         return data.content_hash()

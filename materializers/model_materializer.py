@@ -5,25 +5,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from zenml.enums import ArtifactType
-from zenml.materializers.base_materializer import BaseMaterializer
-
-from materializers._io import download_dir, upload_dir
+from materializers._io import DirectoryMaterializer
 from scregnet.serialize import ModelBundle
 
 
-class ModelBundleMaterializer(BaseMaterializer):
+class ModelBundleMaterializer(DirectoryMaterializer):
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (ModelBundle,)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL
 
-    def load(self, data_type: type[Any]) -> ModelBundle:
-        with self.get_temporary_directory(delete_at_exit=True) as tmp:
-            download_dir(self.uri, tmp)
-            return ModelBundle.load(tmp)  # verifies the stored sha256 of every file
+    def read(self, directory: str, data_type: type[Any]) -> ModelBundle:
+        return ModelBundle.load(directory)  # verifies the stored sha256 of every file
 
-    def save(self, data: ModelBundle) -> None:
-        with self.get_temporary_directory(delete_at_exit=True) as tmp:
-            data.save(tmp)
-            upload_dir(tmp, self.uri)
+    def write(self, data: ModelBundle, directory: str) -> None:
+        data.save(directory)
 
     def extract_metadata(self, data: ModelBundle) -> dict[str, Any]:
         cfg = data.config
