@@ -143,11 +143,13 @@ def demo(out_dir, seed, config_file) -> None:
               help="Run config YAML (configs/local.yaml, configs/k8s.yaml, ...).")
 @click.option("--embedder", type=click.Choice(["none", "pca", "precomputed", "geneformer"]), default=None)
 @click.option("--embedding", type=click.Path(path_type=Path), default=None, help="File for --embedder precomputed.")
+@click.option("--fm-model", default=None, help="Geneformer checkpoint (local dir or hub id) for --embedder geneformer.")
+@click.option("--dictionaries", type=click.Path(path_type=Path), default=None, help="Geneformer dictionaries directory.")
 @click.option("--protocol", type=click.Choice(["genelink", "heldout_tf", "heldout_target", "heldout_both"]), default=None)
 @click.option("--gnn", type=click.Choice(["gcn", "sage", "gat"]), default=None)
 @click.option("--seed", type=int, default=None, help="Seed of the split and the initialisation.")
 @click.option("--name", default=None, help="Dataset name in the registry (default: from the path).")
-def train(data, h5ad, priors, config_file, embedder, embedding, protocol, gnn, seed, name) -> None:
+def train(data, h5ad, priors, config_file, embedder, embedding, fm_model, dictionaries, protocol, gnn, seed, name) -> None:
     """Train, evaluate and register a model through the ZenML pipeline."""
     if data is None and h5ad is None and config_file is None:
         _fail("give --data DIR, or --h5ad FILE --priors FILE, or a --config with data set", 2)
@@ -155,6 +157,8 @@ def train(data, h5ad, priors, config_file, embedder, embedding, protocol, gnn, s
         "data.path": str(data) if data else None, "data.h5ad": str(h5ad) if h5ad else None,
         "data.priors": [str(p) for p in priors] or None, "data.name": name,
         "embedder.kind": embedder, "embedder.path": str(embedding) if embedding else None,
+        "embedder.geneformer.model": fm_model,
+        "embedder.geneformer.dictionaries": str(dictionaries) if dictionaries else None,
         "split.protocol": protocol, "model.gnn": gnn, "split.seed": seed, "train.seed": seed})
     _run_pipeline(config, config_file)
 
@@ -443,10 +447,12 @@ _PROTOCOLS = ["genelink", "heldout_tf", "heldout_target", "heldout_both"]
 @click.option("--no-retrain", is_flag=True, default=False, help="Search only; no final model.")
 @click.option("--compare-seeds", type=int, default=0, show_default=True,
               help="Afterwards, default vs tuned params over this many fresh split seeds (test once each).")
+@click.option("--pipeline", "as_pipeline", is_flag=True, default=False,
+              help="Run the ZenML tuning pipeline (tune -> train -> evaluate -> register) for one --data.")
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON report; a .md table beside it.")
 def tune(data, trials, timeout, storage, study_name, protocol, degree_aware, embedder, embedding, pruner, metric,
-         seed, threads, no_retrain, compare_seeds, config_file, out) -> None:
+         seed, threads, no_retrain, compare_seeds, as_pipeline, config_file, out) -> None:
     """Optuna search on validation (TPE + pruning, resumable RDB study), then retrain the best once on test."""
     from scregnet import tune as tuning
     from scregnet.data import load_beeline
@@ -461,6 +467,26 @@ def tune(data, trials, timeout, storage, study_name, protocol, degree_aware, emb
         "train.threads": threads, "tune.retrain": False if no_retrain else None})
     if study_name and len(data) > 1:
         _fail("--study-name names one study: give a single --data", 2)
+    if study_name:
+        config.tune.study_name = study_name
+    if as_pipeline:
+        if len(data) != 1:
+            _fail("--pipeline runs one dataset: give a single --data", 2)
+        config.data.path = data[0]
+        config = config.model_validate(config.model_dump())  # every field "set" for ZenML's parameter copy
+        from pipelines.tuning import run_tuning
+
+        run = run_tuning(config, zenml_config=config_file)
+        best = _output(run, "tune", "best_params")
+        metrics = _output(run, "evaluate", "metrics")
+        click.echo(f"study {best['study_name']}: trials {best['trials']}, best validation {best['metric']} "
+                   f"{best['best_value']:.4f}")
+        click.echo(json.dumps(best["config_overrides"], indent=1))
+        click.echo(f"tuned model (test, once): AUROC {metrics['test']['auroc']:.3f} AUPRC {metrics['test']['auprc']:.3f}"
+                   "  |  " + "  ".join(f"{k} {v['auroc']:.3f}/{v['auprc']:.3f}"
+                                      for k, v in metrics["baselines"]["test"].items()))
+        click.echo(f"MLflow UI: {MLFLOW_UI_HINT.format(db=home() / 'mlflow.db')}")
+        return
     rows = []
     for directory in data:
         try:

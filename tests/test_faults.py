@@ -1,0 +1,83 @@
+"""Faults: MLflow unreachable, a promotion that fails half-way."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from scregnet import registry, tracking
+from scregnet.config import RunConfig
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket closes
+
+
+def test_unreachable_tracking_server_retries_then_fails_clearly(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setattr(tracking, "RETRY_BASE_SECONDS", 0.05)
+    calls = []
+    real = tracking.with_retries
+
+    def counting(fn, what, **kw):
+        def wrapped():
+            calls.append(time.monotonic())
+            return fn()
+        return real(wrapped, what, **kw)
+
+    monkeypatch.setattr(tracking, "with_retries", counting)
+    cfg = RunConfig()
+    cfg.tracking.tracking_uri = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(RuntimeError, match=r"MLflow unreachable while trying to look up the experiment after 5 attempts"):
+        tracking.start_run(cfg, {"dataset": "x"})
+    assert len(calls) == 5
+    gaps = np.diff(calls)
+    assert all(b > a for a, b in zip(gaps, gaps[1:]))  # exponential backoff
+
+
+def _registered(tmp_path, monkeypatch, n_versions: int):
+    """A real sqlite MLflow registry holding `n_versions` versions of one model."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = RunConfig()
+    cfg.tracking.tracking_uri = uri
+    c = tracking.client(cfg)
+    exp = tracking.ensure_experiment(c, "faults")
+    name = "scregnet-faults"
+    c.create_registered_model(name)
+    for _ in range(n_versions):
+        run = c.create_run(exp)
+        c.create_model_version(name, source=(tmp_path / "model").as_uri(), run_id=run.info.run_id)
+    return cfg, name
+
+
+def test_failed_mirror_reverts_the_champion_alias(tmp_path, monkeypatch):
+    cfg, name = _registered(tmp_path, monkeypatch, 2)
+    registry.set_champion(name, "1", cfg)
+
+    def broken_mirror(promoted):
+        raise ConnectionError("ZenML server went away")
+
+    decision = registry.Decision(name, "2", True, "better", "auprc", 0.9, "1", 0.8)
+    with pytest.raises(ConnectionError):
+        registry.apply_promotion(decision, broken_mirror, cfg)
+    c = tracking.client(cfg)
+    assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
+    assert c.get_registered_model(name).tags[registry.HISTORY_TAG] == "1"
+
+
+def test_rollback_steps_back_through_champion_history(tmp_path, monkeypatch):
+    cfg, name = _registered(tmp_path, monkeypatch, 3)
+    for v in ("1", "3"):
+        registry.set_champion(name, v, cfg)
+    assert registry.rollback(name, cfg) == "1"
+    c = tracking.client(cfg)
+    assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
+    with pytest.raises(ValueError, match="no previous champion"):
+        registry.rollback(name, cfg)
