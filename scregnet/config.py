@@ -33,9 +33,17 @@ class DataConfig(_Section):
     name: str | None = None  # dataset name used in the registry; derived from the path if unset
     min_cells: int = 10
     min_genes: int = 20
+    # BEELINE directory + `priors`: the priors REPLACE Label.csv's labels instead of adding to
+    # them (the S3 watcher trains on the union of the prior files it found, nothing else).
+    replace_labels: bool = False
+    # JSON manifest of the prior files (keys, ETags, sha256) written by `scregnet watch`;
+    # the run is tagged `prior_manifest_sha256` and the manifest is logged as an artifact.
+    prior_manifest: Path | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
+        if self.replace_labels and not self.priors:
+            raise ValueError("data: 'replace_labels' needs at least one 'priors' table")
         if self.path is not None and self.h5ad is not None:
             raise ValueError("data: give either 'path' (BEELINE directory) or 'h5ad' (+ 'priors'), not both")
         if self.h5ad is not None and not self.priors:
@@ -95,6 +103,15 @@ class ModelConfig(_Section):
     # training in-degree), from training labels only. GCN normalisation hides degree, which
     # the label_count baseline exploits; with these the model starts from that prior.
     degree_features: bool = False
+    # Fixed offset added to the edge logit: "label_count" = log(TF training positive rate +
+    # prior_eps) + log1p(target training in-degree), the no-learning baseline. The network then
+    # learns a residual on top of it (head zero-initialised: the untrained model IS the baseline).
+    prior: Literal["none", "label_count"] = "label_count"
+    prior_eps: float = 1e-6
+    # Training pairs see the prior without their own label (as held-out pairs do).
+    prior_leave_one_out: bool = True
+    # Pearson r and |r| of the pair's expression profiles as two extra inputs of the link head.
+    coexpression: bool = True
     use_gnn: bool = True  # ablation: embedding (+ expression) only
     use_embedding: bool = True  # ablation: GNN only
 
@@ -107,7 +124,17 @@ class TrainConfig(_Section):
     max_epochs: int = 300
     eval_every: int = 5
     patience: int = 10  # evaluations without validation improvement before stopping
-    select_metric: Literal["auroc", "auprc"] = "auprc"
+    # "auroc_auprc" = their mean: AUPRC alone can pick a checkpoint that sharpens the top of
+    # the ranking while wrecking the rest (seen on mDC, prevalence ~4%).
+    select_metric: Literal["auroc", "auprc", "auroc_auprc"] = "auroc_auprc"
+    # Evaluate the untrained model too (epoch 0): with a prior that is the baseline itself, so
+    # the selected checkpoint is never worse than the prior on validation.
+    eval_at_start: bool = True
+    # Per epoch, this fraction of training positives is removed from the GNN's message graph and
+    # only those (plus all negatives) are supervised; 0 = the paper's full graph for both.
+    edge_mask_frac: float = 0.0
+    # Weight decay of the link head only (None = weight_decay).
+    head_weight_decay: float | None = None
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int | None = None
@@ -125,6 +152,32 @@ class TrackingConfig(_Section):
     tracking_uri: str | None = None  # None: sqlite at $SCREGNET_HOME/mlflow.db
 
 
+class TuneConfig(_Section):
+    """Optuna hyperparameter search (scregnet/tune.py). The space follows the reference code
+    (docs/reference-model.md), narrowed where noted for CPU budgets; objective on validation only."""
+
+    n_trials: int = 50  # target number of finished trials in the study (a resumed study runs the rest)
+    timeout: float | None = None  # seconds for this worker's optimize() call
+    storage: str | None = None  # Optuna RDB URL; None: $OPTUNA_STORAGE_URL or sqlite at $SCREGNET_HOME/optuna.db
+    study_name: str | None = None  # None: derived from dataset, protocol, embedder and split seed
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    sampler_seed: int = 0
+    metric: Literal["auroc", "auprc"] = "auprc"  # validation metric to maximise (and to early-stop on)
+    max_epochs: int = 100  # per trial (the final retrain uses train.max_epochs)
+    patience: int = 4  # evaluations without validation improvement, per trial
+    startup_trials: int = 5  # pruner: trials that are never pruned
+    warmup_epochs: int = 10  # pruner: epochs before a trial may be pruned
+    gnn_kinds: list[GnnKind] = Field(default_factory=lambda: ["gcn", "sage", "gat"])
+    max_gnn_layers: int = 3  # reference: 6
+    max_mlp_layers: int = 2  # reference: 6
+    min_width: int = 4
+    max_width: int = 256
+    optimizers: list[Literal["adam", "rmsprop", "sgd"]] = Field(default_factory=lambda: ["adam", "rmsprop", "sgd"])
+    # None = full batch. The reference range is 32..256 (mini-batches are ~100x slower per epoch here).
+    batch_sizes: list[int | None] = Field(default_factory=lambda: [None])
+    retrain: bool = True  # retrain with the best params and evaluate once on test
+
+
 class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -133,6 +186,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     # Free-form settings for the orchestrator (read by pipelines/, ignored by the core).
     stack: dict[str, Any] = Field(default_factory=dict)
 

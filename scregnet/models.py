@@ -84,7 +84,9 @@ class ScRegNet(nn.Module):
                  gnn_dims: list[int] | None = None, mlp_dims: list[int] | None = None,
                  dropout: float = 0.2, gat_heads: int = 2, gat_concat: bool = False,
                  gat_negative_slope: float = 0.2, shared_towers: bool = True, use_gnn: bool = True,
-                 head: str = "concat", num_nodes: int | None = None, degree_features: bool = False):
+                 head: str = "concat", num_nodes: int | None = None, degree_features: bool = False,
+                 prior: str = "none", prior_eps: float = 1e-6, prior_leave_one_out: bool = True,
+                 coexpression: bool = False):
         super().__init__()
         gnn_dims = list(gnn_dims or [128, 64])
         mlp_dims = list(mlp_dims or [64])
@@ -109,11 +111,41 @@ class ScRegNet(nn.Module):
         if head not in ("concat", "interaction"):
             raise ValueError(f"unknown head {head!r}; expected concat or interaction")
         self.interaction = head == "interaction"
-        self.head = nn.Linear((3 if self.interaction else 2) * width + (2 if degree_features else 0), 2)
+        # Pair input: Pearson r of the TF's and target's expression (z-scored rows: r = <x_a, x_b> / C)
+        # and |r|, straight into the head. The towers see one gene at a time, so without this the
+        # model can only score co-expression through products of compressed gene vectors.
+        self.coexpression = coexpression
+        self._corr_cache: tuple | None = None
+        extra = (2 if degree_features else 0) + (2 if coexpression else 0)
+        self.head = nn.Linear((3 if self.interaction else 2) * width + extra, 2)
+        # Residual on a fixed prior: logit(edge) = label_count(tf, target) + learned correction.
+        # The correction starts at exactly zero (zero-initialised head), so the untrained model
+        # scores like the label_count baseline and training can only move it where that helps.
+        if prior not in ("none", "label_count"):
+            raise ValueError(f"unknown prior {prior!r}; expected none or label_count")
+        self.prior = prior
+        self.prior_eps = float(prior_eps)
+        self.prior_leave_one_out = prior_leave_one_out
+        if prior != "none":
+            if num_nodes is None:
+                raise ValueError("prior needs num_nodes")
+            # Per gene: positives as TF, labelled pairs as TF, positives as target (training labels).
+            # Registered only when used, so bundles saved without a prior still load strictly.
+            self.register_buffer("prior_stats", torch.zeros(num_nodes, 3))
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def set_degrees(self, train_pairs: Tensor) -> None:
         """From labelled training pairs [M, 3] (tf, target, label): per gene, log of its positive
-        rate as a TF and log1p of its positive count as a target."""
+        rate as a TF and log1p of its positive count as a target (and the prior's counts)."""
+        if self.prior != "none":
+            n = self.prior_stats.shape[0]
+            label = train_pairs[:, 2].float()
+            zeros = torch.zeros(n, device=label.device)
+            self.prior_stats.copy_(torch.stack([
+                zeros.index_add(0, train_pairs[:, 0], label),
+                torch.bincount(train_pairs[:, 0], minlength=n).float(),
+                zeros.index_add(0, train_pairs[:, 1], label)], dim=1))
         if not self.degree_features:
             return
         n = self.degree.shape[0]
@@ -130,7 +162,33 @@ class ScRegNet(nn.Module):
         parts.append(self.encoder(x, edge_index) if self.use_gnn else x)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
-    def forward(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:
+    def prior_logit(self, pairs: Tensor, labels: Tensor | None = None) -> Tensor:
+        """label_count(tf, target) = log(TF positive rate + eps) + log1p(target positive count) [B].
+
+        With `labels` (the pairs are training pairs) and leave-one-out on, each pair's own label
+        is removed from the counts, so a training pair sees the prior a held-out pair would see
+        (otherwise training positives get an inflated prior and the correction learns to undo it).
+        """
+        st = self.prior_stats
+        pos, tot, indeg = st[pairs[:, 0], 0], st[pairs[:, 0], 1], st[pairs[:, 1], 2]
+        if labels is not None and self.prior_leave_one_out:
+            y = labels.float()
+            pos, tot, indeg = pos - y, tot - 1, indeg - y
+        rate = torch.where(tot > 0, pos / tot.clamp(min=1), torch.zeros_like(pos))
+        return torch.log(rate + self.prior_eps) + torch.log1p(indeg)
+
+    def correlation(self, x: Tensor) -> Tensor:
+        """[N, N] Pearson r between genes of z-scored features x [N, C]; cached per input tensor."""
+        key = (x.data_ptr(), tuple(x.shape), x.device, x._version)
+        if self._corr_cache is None or self._corr_cache[0] != key:
+            with torch.no_grad():
+                xc = x - x.mean(dim=1, keepdim=True)
+                xn = xc / xc.norm(dim=1, keepdim=True).clamp(min=1e-8)
+                self._corr_cache = (key, xn @ xn.t())
+        return self._corr_cache[1]
+
+    def forward(self, x: Tensor, edge_index: Tensor, pairs: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits [B, 2]. `labels` [B] only for training pairs (leave-one-out prior)."""
         h = self.node_representation(x, edge_index)
         # The towers act on one gene at a time, so run them once per node ([N, h]) and gather:
         # the same function as per-pair application at ~1/40 of the rows (dropout masks are
@@ -141,7 +199,14 @@ class ScRegNet(nn.Module):
         feats = [a, b, a * b] if self.interaction else [a, b]
         if self.degree_features:  # wide path: label statistics go straight to the head
             feats += [self.degree[pairs[:, 0], :1], self.degree[pairs[:, 1], 1:]]
-        return self.head(torch.cat(feats, dim=1))
+        if self.coexpression:
+            r = self.correlation(x)[pairs[:, 0], pairs[:, 1]].unsqueeze(1)
+            feats += [r, r.abs()]
+        logits = self.head(torch.cat(feats, dim=1))
+        if self.prior != "none":
+            prior = self.prior_logit(pairs, labels)
+            logits = logits + torch.stack([torch.zeros_like(prior), prior], dim=1)
+        return logits
 
     @torch.no_grad()
     def score(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:

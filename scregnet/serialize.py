@@ -33,6 +33,8 @@ def build_scregnet(num_features: int, embedding: torch.Tensor | None, cfg: Model
         mlp_dims=cfg.mlp_dims, dropout=cfg.dropout, gat_heads=cfg.gat_heads, gat_concat=cfg.gat_concat,
         gat_negative_slope=cfg.gat_negative_slope, shared_towers=cfg.shared_towers, use_gnn=cfg.use_gnn,
         head=cfg.head, num_nodes=num_nodes, degree_features=cfg.degree_features,
+        prior=cfg.prior, prior_eps=cfg.prior_eps, prior_leave_one_out=cfg.prior_leave_one_out,
+        coexpression=cfg.coexpression,
     )
 
 
@@ -97,7 +99,8 @@ class ModelBundle:
             if actual != expected:
                 raise ValueError(f"{directory / name}: checksum mismatch (expected {expected[:12]}..., "
                                  f"got {actual[:12]}...); refusing to load")
-        cfg = ModelConfig.model_validate(meta["model"])
+        # Bundles saved before the prior/coexpression options existed used neither.
+        cfg = ModelConfig.model_validate({"prior": "none", "coexpression": False, **meta["model"]})
         state = load_file(directory / WEIGHTS)
         inputs = load_file(directory / INPUTS)
         emb_shape = meta.get("embedding_shape") or [0, 0]

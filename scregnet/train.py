@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.nn import functional as F
 
 from scregnet.data import GRNDataset
@@ -83,6 +84,14 @@ def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def _pooled_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Pooled validation AUROC / AUPRC (and their mean) for checkpoint selection."""
+    if y.min() == y.max():
+        return {"auroc": float("nan"), "auprc": float("nan"), "auroc_auprc": float("nan")}
+    auroc, auprc = float(roc_auc_score(y, scores)), float(average_precision_score(y, scores))
+    return {"auroc": auroc, "auprc": auprc, "auroc_auprc": (auroc + auprc) / 2}
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -116,7 +125,10 @@ def fit(
     edge_index = training_graph(torch.from_numpy(split.train_positive_edges()), x.shape[0]).to(device)
     model = build_model(inputs, model_cfg).to(device)
     model.set_degrees(torch.from_numpy(split.train).to(device))
-    opt = _optimizer(train_cfg.optimizer, model.parameters(), train_cfg.lr, train_cfg.weight_decay)
+    params = [{"params": [p for name, p in model.named_parameters() if not name.startswith("head.")]},
+              {"params": list(model.head.parameters()), "weight_decay": train_cfg.head_weight_decay
+               if train_cfg.head_weight_decay is not None else train_cfg.weight_decay}]
+    opt = _optimizer(train_cfg.optimizer, params, train_cfg.lr, train_cfg.weight_decay)
 
     train_pairs = torch.from_numpy(split.train[:, :2]).to(device)
     train_y = torch.from_numpy(split.train[:, 2]).to(device)
@@ -124,39 +136,66 @@ def fit(
     n = len(train_pairs)
     batch = n if not train_cfg.batch_size else min(train_cfg.batch_size, n)
 
-    best_val, best_epoch, best_state, best_metrics = -np.inf, 0, None, {}
+    best_val, best_epoch, best_state, best_scores = -np.inf, 0, None, None
+    val_y = split.val[:, 2].astype(int)
     history: list[dict[str, float]] = []
     stale = 0
     stopped_early = False
+    pos_idx = torch.nonzero(train_y == 1).flatten()
+    n_mask = int(round(train_cfg.edge_mask_frac * len(pos_idx)))
+
+    def evaluate_now(epoch: int, record: dict) -> bool:
+        """Validation metrics into `record`; keeps the best checkpoint; True = stop (patience)."""
+        nonlocal best_val, best_epoch, best_scores, best_state, stale
+        model.eval()
+        scores = model.score(x, edge_index, val_pairs).cpu().numpy()
+        metrics = _pooled_metrics(val_y, scores)  # per-TF metrics only for the chosen checkpoint
+        value = metrics[train_cfg.select_metric]
+        record.update({f"val_{k}": metrics[k] for k in ("auroc", "auprc", train_cfg.select_metric)})
+        if value > best_val:
+            best_val, best_epoch, best_scores, stale = value, epoch, scores, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        history.append(record)
+        log.debug("epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)", epoch, record["train_loss"],
+                  train_cfg.select_metric, value, best_val, best_epoch)
+        if on_eval is not None:
+            on_eval(epoch, value)
+        return stale >= train_cfg.patience
+
+    epoch = 0
+    if train_cfg.eval_at_start:  # the untrained model is a candidate (with a prior: the baseline itself)
+        evaluate_now(0, {"epoch": 0, "train_loss": float("nan")})
     for epoch in range(1, train_cfg.max_epochs + 1):
         model.train()
         order = np_rng.permutation(n) if batch < n else np.arange(n)
+        graph, weight = edge_index, None
+        if n_mask:
+            # Hide a random subset of training positives from message passing and supervise
+            # positives only there, so a training positive is never scored through its own edge
+            # (held-out positives never are): no train/validation shift in the GNN input.
+            perm = pos_idx[torch.from_numpy(np_rng.permutation(len(pos_idx))).to(device)]
+            hidden, shown = perm[:n_mask], perm[n_mask:]
+            graph = training_graph(train_pairs[shown], x.shape[0])
+            weight = torch.ones(n, device=device)
+            weight[shown] = 0.0
         total = 0.0
         for lo in range(0, n, batch):
             idx = torch.from_numpy(order[lo : lo + batch]).to(device)
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x, edge_index, train_pairs[idx]), train_y[idx])
+            logits = model(x, graph, train_pairs[idx], train_y[idx])
+            if weight is None:
+                loss = F.cross_entropy(logits, train_y[idx])
+            else:
+                w = weight[idx]
+                loss = (F.cross_entropy(logits, train_y[idx], reduction="none") * w).sum() / w.sum().clamp(min=1)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
         record = {"epoch": epoch, "train_loss": total / n}
         if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.max_epochs:
-            model.eval()
-            scores = model.score(x, edge_index, val_pairs).cpu().numpy()
-            metrics = evaluate_scores(split.val, scores)
-            value = metrics[train_cfg.select_metric]
-            record.update({f"val_{k}": metrics[k] for k in ("auroc", "auprc")})
-            if value > best_val:
-                best_val, best_epoch, best_metrics, stale = value, epoch, metrics, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            history.append(record)
-            log.debug("epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)", epoch, record["train_loss"],
-                      train_cfg.select_metric, value, best_val, best_epoch)
-            if on_eval is not None:
-                on_eval(epoch, value)
-            if stale >= train_cfg.patience:
+            if evaluate_now(epoch, record):
                 stopped_early = True
                 break
         else:
@@ -165,6 +204,10 @@ def fit(
             on_progress(epoch, train_cfg.max_epochs)
     if best_state is not None:
         model.load_state_dict(best_state)
+    best_metrics = {}
+    if best_scores is not None:
+        best_metrics = evaluate_scores(split.val, best_scores)
+        best_metrics["auroc_auprc"] = (best_metrics["auroc"] + best_metrics["auprc"]) / 2
     log.info("trained %d epochs in %.1fs; best validation %s %.4f at epoch %d%s", epoch, time.perf_counter() - start,
              train_cfg.select_metric, best_val, best_epoch, " (early stop)" if stopped_early else "")
     model.eval()
