@@ -32,3 +32,31 @@ def test_sharded_steps_equal_the_single_embed_step(tmp_path):
     assert merged.genes == single.genes
     np.testing.assert_allclose(merged.vectors, single.vectors, rtol=1e-5, atol=1e-6)
     assert merged.metadata["n_shards"] == 3 and merged.metadata["n_cells"] == 15
+
+
+def test_embed_cli_writes_a_gene_table(tmp_path, synthetic_dir):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from scregnet.cli import main
+    from scregnet.data import load_beeline
+
+    genes = list(load_beeline(synthetic_dir).adata.var_names)
+    dicts = tmp_path / "dicts"
+    make_dicts(dicts, n_genes=len(genes))
+    # map the synthetic symbols onto the hand-made dictionary's Ensembl IDs
+    import pickle
+
+    mapping = {g: f"ENSG{i:011d}" for i, g in enumerate(genes[:-5])}  # 5 genes stay unmapped
+    with open(dicts / "ensembl_mapping_dict_gc95M.pkl", "wb") as fh:
+        pickle.dump(mapping, fh)
+    model_dir = tmp_path / "model"
+    tiny_model(n_genes=len(genes)).save_pretrained(model_dir, safe_serialization=True)
+    for out in (tmp_path / "genes.csv", tmp_path / "genes.parquet"):
+        result = CliRunner().invoke(main, ["embed", "--data", str(synthetic_dir), "--model", str(model_dir),
+                                           "--dictionaries", str(dicts), "--device", "cpu", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        table = pd.read_csv(out, index_col=0) if out.suffix == ".csv" else pd.read_parquet(out)
+        assert table.shape[1] == 32 and set(table.index) <= set(genes[:-5])
+        assert len(table) >= len(genes) - 5 - 10  # genes never expressed in any cell get no vector
+        assert "genes received no vector" in result.output
