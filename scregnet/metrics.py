@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.stats import rankdata
 
 
 def _both_classes(y: np.ndarray) -> bool:
     return len(y) > 0 and y.min() != y.max()
+
+
+def roc_auc_score(y: np.ndarray, s: np.ndarray) -> float:
+    """AUROC as the Mann-Whitney statistic with average ranks for ties (equals scikit-learn's)."""
+    y = np.asarray(y).astype(bool)
+    ranks = rankdata(s)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision_score(y: np.ndarray, s: np.ndarray) -> float:
+    """Sum over distinct thresholds of (recall step) x precision, as scikit-learn defines AP."""
+    y = np.asarray(y).astype(np.float64)
+    order = np.argsort(-np.asarray(s, dtype=np.float64), kind="mergesort")
+    s_sorted, y_sorted = np.asarray(s, dtype=np.float64)[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]  # end of each tie block
+    tps = np.cumsum(y_sorted)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def evaluate_scores(pairs: np.ndarray, scores: np.ndarray) -> dict[str, float]:

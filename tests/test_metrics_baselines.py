@@ -19,6 +19,20 @@ def test_metrics_agree_with_scikit_learn():
     assert m["n_tfs_scored"] == 4
 
 
+def test_fast_auc_and_ap_equal_scikit_learn_with_ties():
+    import sklearn.metrics as skm
+
+    from scregnet.metrics import average_precision_score as ap, roc_auc_score as auc
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.integers(0, 2, 200)
+        y[:2] = [0, 1]
+        s = rng.integers(0, 6, 200).astype(float)  # heavy ties
+        assert auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+        assert ap(y, s) == pytest.approx(skm.average_precision_score(y, s), abs=1e-12)
+
+
 def test_per_tf_macro_skips_single_class_tfs_and_single_class_is_nan():
     pairs = np.array([[0, 1, 1], [0, 2, 0], [1, 3, 0], [1, 4, 0]])
     m = evaluate_scores(pairs, np.array([0.9, 0.1, 0.5, 0.4]))
