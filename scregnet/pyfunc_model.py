@@ -1,6 +1,7 @@
 """MLflow pyfunc for a registered scregnet model ("models from code": nothing is pickled).
 
-Input: a table with columns `tf` and `target` (or `Gene1`, `Gene2`) of gene symbols.
+Input: a table with columns `tf` and `target` of gene symbols (the registered signature;
+`Gene1`, `Gene2` are accepted when the model is called without schema enforcement).
 Output: the same pairs with `score` = P(edge). Works with `mlflow models serve`.
 """
 
