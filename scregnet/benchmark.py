@@ -19,7 +19,7 @@ from scregnet.baselines import BASELINES
 from scregnet.config import RunConfig
 from scregnet.data import load_beeline
 from scregnet.embeddings import build_embedder
-from scregnet.errors import ExpressionMissingError
+from scregnet.errors import DataError, ExpressionMissingError
 from scregnet.experiment import run_experiment
 from scregnet.reference import LABEL_COUNT_PUBLISHED, SCREGNET_GENEFORMER, cell_type
 from scregnet.train import ModelInputs
@@ -60,7 +60,12 @@ def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print) -> di
             per_seed = []
             for seed in range(spec.seeds):
                 t0 = time.perf_counter()
-                res = run_experiment(dataset, cfg, embedding, seed=seed, inputs=inputs)
+                try:
+                    res = run_experiment(dataset, cfg, embedding, seed=seed, inputs=inputs)
+                except DataError as exc:  # e.g. a held-out split with a single-class part
+                    log(f"skip {dataset.name} {spec.protocol} seed {seed}: {exc}")
+                    skipped.append({"data": f"{dataset.name} seed {seed}", "reason": str(exc)})
+                    continue
                 seconds = time.perf_counter() - t0
                 ev = res.evaluation
                 per_seed.append({"seed": seed, "seconds": seconds, "best_epoch": res.train.best_epoch,
@@ -69,6 +74,8 @@ def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print) -> di
                     f"AUROC {ev.model['test']['auroc']:.3f} AUPRC {ev.model['test']['auprc']:.3f} "
                     f"(label_count {ev.baselines['test']['label_count']['auroc']:.3f}/"
                     f"{ev.baselines['test']['label_count']['auprc']:.3f}) {seconds:.1f}s")
+            if not per_seed:
+                continue
             model = {}
             for key in ("auroc", "auprc", "auprc_lift", "per_tf_auroc", "per_tf_auprc"):
                 m, s = _mean_std([r["model"][key] for r in per_seed])
@@ -105,7 +112,7 @@ def markdown_table(report: dict) -> str:
         paper_s = f"{paper[0]:.2f}/{paper[1]:.2f}" if paper and r["protocol"] == "genelink" else "-"
         lines.append(
             f"| {r['dataset']} | {r['protocol']} | {r['embedder']} | {m['auroc']:.3f} ± {m['auroc_std']:.3f} "
-            f"| {m['auprc']:.3f} ± {m['auprc_std']:.3f} | {m['per_tf_auroc']:.3f} "
+            f"| {m['auprc']:.3f} ± {m['auprc_std']:.3f} | {m['per_tf_auroc']:.3f} | "
             + " | ".join(f"{b[k]['auroc']:.3f}/{b[k]['auprc']:.3f}" for k in BASELINES)
             + f" | {paper_s} | {r['seconds_per_seed']:.1f} |"
         )

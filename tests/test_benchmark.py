@@ -34,3 +34,5 @@ def test_benchmark_cli_writes_the_documented_json_and_skips_missing_expression(s
         assert len(per_seed) == 2 and abs(sum(per_seed) / 2 - m["auroc"]) < 1e-9
     md = out.with_suffix(".md").read_text()
     assert "| synthetic0 | genelink | pca |" in md and "label_count" in md and "Command: `scregnet benchmark" in md
+    header, rule, *rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert all(row.count("|") == header.count("|") == rule.count("|") for row in rows)  # well-formed table

@@ -1,0 +1,127 @@
+"""Compare training runs in the MLflow store: model vs trivial baselines, mean ± std over runs.
+
+Runs are the ones steps/train + steps/evaluate (or `scregnet tune`'s final retrain) write: tags
+`dataset`, `protocol`, `embedder`, `gnn`, `seed`, `priors_sha256`, metrics `test_model_auroc`,
+`test_label_count_auroc`, ... (`{part}_{model|baseline}_{metric}`). Tuning trials and study
+parents (tag `kind` = tune_trial / tune) carry no test metrics and are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scregnet.baselines import BASELINES
+
+GROUP_BY = ("dataset", "protocol", "embedder", "gnn")
+METRICS = ("auroc", "auprc", "per_tf_auroc", "auprc_lift")
+SOURCES = ("model",) + BASELINES
+
+
+@dataclass
+class Group:
+    key: tuple[str, ...]
+    n: int
+    seeds: list[str]
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # source -> metric -> per-run
+
+    def stat(self, source: str, metric: str) -> tuple[float, float, int]:
+        vals = [v for v in self.values.get(source, {}).get(metric, []) if v is not None and np.isfinite(v)]
+        if not vals:
+            return float("nan"), float("nan"), 0
+        return float(np.mean(vals)), float(np.std(vals)), len(vals)
+
+
+def _filter_string(dataset: str | None, protocol: str | None, extra: dict[str, str] | None) -> str:
+    clauses = ["metrics.test_model_auroc > -1"]
+    for k, v in (("dataset", dataset), ("protocol", protocol), *((extra or {}).items())):
+        if v:
+            clauses.append(f"tags.{k} = '{v}'")
+    return " and ".join(clauses)
+
+
+def fetch_runs(client, experiment: str | list[str] | None = None, dataset: str | None = None,
+               protocol: str | None = None, tags: dict[str, str] | None = None, max_results: int = 5000):
+    """Finished runs with test metrics, filtered by tags, from every (or the named) experiment."""
+    from mlflow.entities import ViewType
+
+    if experiment is None:
+        exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    else:
+        names = [experiment] if isinstance(experiment, str) else experiment
+        exp_ids = [e.experiment_id for e in (client.get_experiment_by_name(n) for n in names) if e is not None]
+    if not exp_ids:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs(exp_ids, _filter_string(dataset, protocol, tags), run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=min(max_results, 1000), page_token=token)
+        runs += [r for r in page if r.info.status == "FINISHED"]
+        token = page.token
+        if not token or len(runs) >= max_results:
+            return runs
+
+
+def group_runs(runs, by: tuple[str, ...] = GROUP_BY) -> list[Group]:
+    groups: dict[tuple[str, ...], Group] = {}
+    for r in runs:
+        key = tuple(r.data.tags.get(k, "-") for k in by)
+        g = groups.setdefault(key, Group(key, 0, []))
+        g.n += 1
+        g.seeds.append(r.data.tags.get("seed", "?"))
+        m = r.data.metrics
+        for source in SOURCES:
+            for metric in METRICS:
+                g.values.setdefault(source, {}).setdefault(metric, []).append(m.get(f"test_{source}_{metric}"))
+    return [groups[k] for k in sorted(groups)]
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if not np.isfinite(mean):
+        return "-"
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+
+
+def markdown(groups: list[Group], by: tuple[str, ...] = GROUP_BY) -> str:
+    """One row per group: runs, model AUROC/AUPRC/per-TF AUROC/lift, each baseline's AUROC/AUPRC, gain."""
+    head = list(by) + ["runs", "model AUROC", "model AUPRC", "model per-TF AUROC", "model AUPRC lift"]
+    head += [f"{b} AUROC / AUPRC" for b in BASELINES] + ["AUROC gain vs label_count"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        row = list(g.key) + [str(g.n)]
+        row += [_fmt(*g.stat("model", m)) for m in METRICS]
+        for b in BASELINES:
+            a, p = g.stat(b, "auroc"), g.stat(b, "auprc")
+            row.append(f"{_fmt(*a)} / {_fmt(*p)}")
+        gains = [x - y for x, y in zip(g.values["model"]["auroc"], g.values["label_count"]["auroc"])
+                 if x is not None and y is not None]
+        row.append(f"{np.mean(gains):+.3f}" if gains else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(client=None, experiment: str | list[str] | None = None, dataset: str | None = None,
+            protocol: str | None = None, tags: dict[str, str] | None = None,
+            by: tuple[str, ...] = GROUP_BY) -> tuple[list[Group], str]:
+    """Query the store and build the table; `client` defaults to the configured tracking URI."""
+    if client is None:
+        from scregnet import tracking
+
+        client = tracking.client()
+    groups = group_runs(fetch_runs(client, experiment, dataset, protocol, tags), by)
+    return groups, markdown(groups, by)
+
+
+UI_HELP = """\
+In the MLflow UI (`mlflow ui --backend-store-uri sqlite:///$SCREGNET_HOME/mlflow.db`): open the
+experiment, switch to the table view, filter with
+    tags.dataset = 'mDC/TFs500' and tags.protocol = 'heldout_tf' and metrics.test_model_auroc > 0
+(add `and tags.kind != 'tune_trial'` to hide tuning trials), choose columns
+    tags: dataset, protocol, embedder, gnn, seed, priors_sha256, tuned
+    metrics: test_model_auroc, test_model_auprc, test_model_per_tf_auroc, test_model_auprc_lift,
+             test_label_count_auroc, test_label_count_auprc, test_tf_prior_auroc, test_target_popularity_auroc
+then "Group by" tags.dataset, tags.protocol, tags.embedder, tags.gnn with aggregate "average" (the UI has
+no std: `scregnet compare` prints mean ± std). Select runs and "Compare" for parallel-coordinates plots;
+tuning trials are nested under their study's parent run (expand the parent row).
+"""

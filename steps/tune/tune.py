@@ -1,0 +1,61 @@
+"""Optuna search on validation (scregnet/tune.py) as a ZenML step; the train step then retrains
+with the best parameters and evaluate touches test once.
+
+MLflow: the step opens the pipeline run's umbrella run (`kind=tune`, named after the ZenML run);
+every trial is nested under it, the best params are its artifact, and `link_tuned_run` nests the
+final training run under it too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anndata as ad
+import pandas as pd
+from zenml import get_step_context, step
+
+from steps.common import record
+
+from scregnet import tracking
+from scregnet.config import RunConfig
+from scregnet.data import GRNDataset
+from scregnet.embeddings import GeneEmbedding
+from scregnet.tune import apply_params, study_tags, tune as run_tune
+
+
+def _pipeline_run_name() -> str:
+    try:
+        return get_step_context().pipeline_run.name
+    except Exception:  # called outside a pipeline (entrypoint tests)
+        return "standalone"
+
+
+@step(enable_cache=False)
+def tune(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbedding, config: RunConfig) -> tuple[
+    Annotated[dict, "best_params"], Annotated[RunConfig, "tuned_config"], Annotated[str, "tune_run_id"]
+]:
+    """Run (or resume) the study; returns the best params, the config with them applied, and the umbrella run id."""
+    dataset = GRNDataset.from_parts(expression, priors)
+    if config.data.name:
+        dataset.name = config.data.name
+    run_name = _pipeline_run_name()
+    tags = {**study_tags(config, dataset, config.tune.study_name or "", None), "kind": "tune",
+            "zenml_pipeline_run": run_name}
+    tags.pop("optuna_storage", None)
+    parent = tracking.start_run(config, tags, run_name=f"tune-{run_name}")
+    try:
+        result = run_tune(dataset, config, gene_embedding, parent_run_id=parent, retrain=False)
+    except BaseException:
+        tracking.end_run(parent, "FAILED", config)
+        raise
+    tracking.end_run(parent, "FINISHED", config)
+    record({"study": result.study_name, "best_value": result.best_value, "trials": result.counts,
+                  "study_seconds": result.study_seconds, "best_params": result.best_params})
+    return result.as_dict(), apply_params(config, result.best_params), parent
+
+
+@step(enable_cache=False)
+def link_tuned_run(tune_run_id: str, mlflow_run_id: str, config: RunConfig) -> None:
+    """Nest the final training run under the tuning run and mark it tuned (compare/--tag tuned=true)."""
+    tracking.set_tags(mlflow_run_id, {"mlflow.parentRunId": tune_run_id, "tuned": "true",
+                                      "tune_parent_run_id": tune_run_id}, config)
