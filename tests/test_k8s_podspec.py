@@ -335,13 +335,18 @@ def _validate(obj: dict[str, Any], kind: str) -> None:
     kubernetes_validate.validate(body, kubernetes_validate.latest_version(), strict=True)
 
 
+# configs/k8s.yaml embeds with Geneformer in 4 shards: one GPU pod per shard, CPU pods to sum them.
+GPU_STEPS = {"embed_shard", "embed_shard_2", "embed_shard_3", "embed_shard_4"}
+MERGE_STEPS = {"add_gene_sums", "add_gene_sums_2", "add_gene_sums_3", "finalize_embedding"}
+
+
 def test_a_job_per_step_plus_the_orchestrator_job(captured):
     jobs = _jobs_by_step(captured)
-    assert set(jobs) == {"orchestrator", "ingest", "validate", "embed", "train", "evaluate", "register"}
+    assert set(jobs) == {"orchestrator", "ingest", "validate", "train", "evaluate", "register"} | GPU_STEPS | MERGE_STEPS
     docker = yaml.safe_load((ROOT / "configs" / "k8s.yaml").read_text())["settings"]["docker"]
     for step, job in jobs.items():
         pod = _pod(job)
-        image = docker["parent_image"] + ("-cuda" if step == "embed" else "")
+        image = docker["parent_image"] + ("-cuda" if step in GPU_STEPS else "")
         assert pod["containers"][0]["image"] == image, step
         args = pod["containers"][0]["args"]
         if step == "orchestrator":
@@ -350,8 +355,9 @@ def test_a_job_per_step_plus_the_orchestrator_job(captured):
             assert args[args.index("--step_name") + 1] == step, args
 
 
-def test_embed_pod_gets_the_gpu_settings_of_configs_k8s_yaml(captured):
-    pod = _pod(_jobs_by_step(captured)["embed"])
+@pytest.mark.parametrize("step", sorted(GPU_STEPS))
+def test_embed_pod_gets_the_gpu_settings_of_configs_k8s_yaml(captured, step):
+    pod = _pod(_jobs_by_step(captured)[step])
     container = pod["containers"][0]
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -368,7 +374,7 @@ def test_cpu_steps_get_no_gpu(captured):
     train = _pod(jobs["train"])["containers"][0]["resources"]
     assert train["requests"] == {"cpu": "2", "memory": "8Gi"}
     for step, job in jobs.items():
-        if step != "embed":
+        if step not in GPU_STEPS:
             pod = _pod(job)
             assert "nvidia.com/gpu" not in (pod["containers"][0]["resources"].get("limits") or {}), step
             assert not pod.get("nodeSelector"), step
