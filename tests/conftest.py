@@ -61,3 +61,25 @@ def fast_config():
     cfg.train.max_epochs = 40
     cfg.train.patience = 4
     return cfg
+
+
+_ISOLATED_PREFIXES = ("MLFLOW_", "ZENML_", "SCREGNET_", "AWS_", "OPTUNA_")
+
+
+@pytest.fixture(autouse=True)
+def _isolate_global_state():
+    """Each test gets back the session's MLflow/ZenML/AWS environment and MLflow's global URIs,
+    so a test that pointed MLflow at a (since stopped) server cannot leak into the next one."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(_ISOLATED_PREFIXES)}
+    yield
+    for key in [k for k in os.environ if k.startswith(_ISOLATED_PREFIXES)]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
