@@ -57,9 +57,9 @@ def resolve_dataset_name(config: RunConfig) -> str:
     return "dataset"
 
 
-def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None,
-                 schedule=None):
-    """Run the pipeline on the active ZenML stack; returns the pipeline run response.
+def run_pipeline(pipeline_fn, config: RunConfig, zenml_config: str | Path | None = None,
+                 run_name: str | None = None, schedule=None):
+    """Run `pipeline_fn(config=...)` on the active ZenML stack; returns the pipeline run response.
 
     `zenml_config`: a run-config YAML; its `settings`/`steps` go to ZenML, its
     `parameters.config` has already been read into `config` by `load_config`.
@@ -84,7 +84,13 @@ def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_
             tmp.close()
             options["config_path"] = tmp.name
     try:
-        return training_pipeline.with_options(**options)(config=config)
+        return pipeline_fn.with_options(**options)(config=config)
     finally:
         if tmp is not None:
             os.unlink(tmp.name)
+
+
+def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None,
+                 schedule=None):
+    """The training pipeline through `run_pipeline`."""
+    return run_pipeline(training_pipeline, config, zenml_config, run_name, schedule)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zenml import Model, pipeline
+from zenml import pipeline
 
-from pipelines.training import resolve_dataset_name
+from pipelines.training import embed_genes, run_pipeline
 from scregnet.config import RunConfig
-from scregnet.registry import model_name
-from steps.embed.embed import embed
 from steps.evaluate.evaluate import evaluate
 from steps.ingest.ingest import ingest
 from steps.register.register import register
@@ -27,7 +25,7 @@ from steps.validate.validate import validate
 def tuning_pipeline(config: RunConfig) -> None:
     expression, priors = ingest(config)
     validate(expression, priors, config)
-    gene_embedding = embed(expression, config.embedder, after="validate")
+    gene_embedding = embed_genes(expression, config)
     _, tuned_config, tune_run_id = tune(expression, priors, gene_embedding, config, after="validate")
     model, split, run_id = train(expression, priors, gene_embedding, tuned_config)
     link_tuned_run(tune_run_id, run_id, tuned_config)
@@ -37,28 +35,4 @@ def tuning_pipeline(config: RunConfig) -> None:
 
 def run_tuning(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None):
     """Run the tuning pipeline on the active ZenML stack; returns the pipeline run response."""
-    import os
-    import tempfile
-
-    import yaml
-
-    config = config.model_copy(deep=True)
-    config.data.name = resolve_dataset_name(config)
-    options: dict = {"model": Model(name=model_name(config.registry.model_prefix, config.data.name),
-                                    description="scRegNet TF -> target link predictor")}
-    if run_name:
-        options["run_name"] = run_name
-    tmp = None
-    if zenml_config is not None:
-        raw = yaml.safe_load(Path(zenml_config).read_text()) or {}
-        raw.pop("parameters", None)
-        if raw:
-            tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-            yaml.safe_dump(raw, tmp)
-            tmp.close()
-            options["config_path"] = tmp.name
-    try:
-        return tuning_pipeline.with_options(**options)(config=config)
-    finally:
-        if tmp is not None:
-            os.unlink(tmp.name)
+    return run_pipeline(tuning_pipeline, config, zenml_config, run_name)

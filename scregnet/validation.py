@@ -87,6 +87,13 @@ def _run_suite(context, name: str, frame: pd.DataFrame, expectations: list):
     return vd, result
 
 
+def _failures(result):
+    """(expectation type, column, result) of each failed expectation."""
+    for res in result.results:
+        if not res.success:
+            yield res.expectation_config.type, res.expectation_config.kwargs.get("column"), res
+
+
 def _unexpected(res, limit: int = 5) -> tuple[list, int]:
     r = res.result or {}
     values = r.get("partial_unexpected_list") or r.get("unexpected_list") or []
@@ -137,11 +144,7 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
         E.ExpectTableRowCountToBeBetween(min_value=min_genes),
     ]
     _, expr_result = _run_suite(context, "expression", genes, expr_exps)
-    for res in expr_result.results:
-        if res.success:
-            continue
-        kind = res.expectation_config.type
-        col = res.expectation_config.kwargs.get("column")
+    for kind, col, res in _failures(expr_result):
         if kind == "expect_column_values_to_be_unique":
             vals, count = _unexpected(res)
             report.problems.append(f"{expr_file}: duplicated gene names ({count} rows), e.g. {sorted(set(vals))}; expected unique gene names")
@@ -169,11 +172,7 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
         E.ExpectColumnValuesToBeInSet(column="self_loop", value_set=[False]),
     ]
     _, prior_result = _run_suite(context, "priors", priors, prior_exps)
-    for res in prior_result.results:
-        if res.success:
-            continue
-        kind = res.expectation_config.type
-        col = res.expectation_config.kwargs.get("column")
+    for kind, col, res in _failures(prior_result):
         if kind == "expect_table_row_count_to_be_between":
             report.problems.append(f"{prior_file}: no prior edges; expected at least one TF -> target pair")
             continue
