@@ -37,16 +37,18 @@ def roc_pr_figure(pairs: np.ndarray, model_scores: np.ndarray, baseline_scores: 
     return fig
 
 
-def training_curves_figure(history: list[dict[str, float]], select_metric: str = "auprc"):
+def training_curves_figure(history: list[dict[str, float]], select_metric: str = "auprc", best_epoch: int | None = None):
     fig, ax = plt.subplots(figsize=(6, 3.6))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], color="black", label="train loss")
     ax.set(xlabel="epoch", ylabel="train loss")
     ax2 = ax.twinx()
-    ev = [h for h in history if f"val_{select_metric}" in h]
+    ev = [h for h in history if "val_auroc" in h]  # evaluation epochs
     for i, key in enumerate(("val_auroc", "val_auprc")):
         ax2.plot([h["epoch"] for h in ev], [h[key] for h in ev], marker="o", ms=3, color=f"C{i}", label=key)
     ax2.set_ylabel("validation")
+    if best_epoch is not None:  # the checkpoint kept (chosen on validation)
+        ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"selected (epoch {best_epoch})")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax2.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")

@@ -44,7 +44,7 @@ def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbe
         inputs = ModelInputs.build(dataset, gene_embedding)
         result = fit(inputs, split, config.model, config.train)
         tracking.log_history(run_id, result.history, config)
-        tracking.log_figure(run_id, training_curves_figure(result.history, config.train.select_metric),
+        tracking.log_figure(run_id, training_curves_figure(result.history, config.train.select_metric, result.best_epoch),
                             "training_curves.png", config)
         tracking.log_metrics(run_id, {"best_epoch": result.best_epoch, "train_seconds": result.seconds,
                                       **{f"split_n_{k}": v for k, v in split.sizes().items()},
