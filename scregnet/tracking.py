@@ -139,3 +139,13 @@ def set_tags(run_id: str, tags: dict[str, Any], config=None) -> None:
 def end_run(run_id: str, status: str = "FINISHED", config=None) -> None:
     c = client(config)
     with_retries(lambda: c.set_terminated(run_id, status), "close the run")
+
+
+def fail_run(run_id: str, config=None) -> None:
+    """Best effort: mark the run FAILED without hiding the error that got us here."""
+    import logging
+
+    try:
+        end_run(run_id, "FAILED", config)
+    except Exception as exc:  # the tracking server may be the thing that failed
+        logging.getLogger(__name__).warning("could not mark MLflow run %s as FAILED: %s", run_id, exc)

@@ -81,3 +81,35 @@ def test_rollback_steps_back_through_champion_history(tmp_path, monkeypatch):
     assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
     with pytest.raises(ValueError, match="no previous champion"):
         registry.rollback(name, cfg)
+
+
+@pytest.mark.services
+def test_mlflow_server_stopped_mid_run_leaves_no_half_registered_model(tmp_path, monkeypatch, synthetic, fast_config):
+    """A real `mlflow server` on 127.0.0.1 goes down between training and registration."""
+    from mlflow import MlflowClient
+
+    from scregnet.experiment import run_experiment
+    from tests.services import _stop, start_mlflow
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    monkeypatch.setattr(tracking, "RETRY_BASE_SECONDS", 0.05)
+    server = start_mlflow(tmp_path)
+    try:
+        cfg = fast_config
+        cfg.tracking.tracking_uri = server.url
+        run_id = tracking.start_run(cfg, {"dataset": "synthetic"})
+        fast_config.train.max_epochs = 5
+        bundle = run_experiment(synthetic, cfg, None, seed=0).model
+    finally:
+        _stop(server.proc)  # the tracking server dies mid-run
+    with pytest.raises(RuntimeError, match=r"MLflow unreachable while trying to log the model after 5 attempts"):
+        registry.log_model(run_id, bundle, cfg)
+    # Back up on the same store: the run exists, no model version was created.
+    again = start_mlflow(tmp_path)
+    try:
+        c = MlflowClient(tracking_uri=again.url, registry_uri=again.url)
+        assert c.get_run(run_id).info.run_id == run_id
+        assert c.search_model_versions("name LIKE 'scregnet%'") == []
+    finally:
+        _stop(again.proc)

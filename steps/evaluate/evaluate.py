@@ -42,6 +42,6 @@ def evaluate(model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id:
             tracking.log_figure(mlflow_run_id, per_tf_figure(table, base_tables), "per_tf_auroc_test.png", config)
         record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
     except BaseException:
-        tracking.end_run(mlflow_run_id, "FAILED", config)
+        tracking.fail_run(mlflow_run_id, config)
         raise
     return {"val": ev.model.get("val", {}), "test": ev.model["test"], "baselines": ev.baselines}

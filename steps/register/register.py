@@ -42,7 +42,7 @@ def register(model: ModelBundle, split: Split, metrics: dict, config: RunConfig,
         record({"mlflow_model": name, "mlflow_version": decision.version, "promoted": decision.promoted,
                       "reason": decision.reason})
     except BaseException:
-        tracking.end_run(mlflow_run_id, "FAILED", config)
+        tracking.fail_run(mlflow_run_id, config)
         raise
     tracking.end_run(mlflow_run_id, "FINISHED", config)
     return decision.as_dict()

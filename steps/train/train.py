@@ -52,6 +52,6 @@ def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbe
                                       if inputs.embedding_found is not None else 0.0}, config)
         model = bundle(result, inputs, config.model, dataset=dataset.name, split_sha256=split.hash(), tfs=dataset.tfs)
     except BaseException:
-        tracking.end_run(run_id, "FAILED", config)
+        tracking.fail_run(run_id, config)
         raise
     return model, split, run_id

@@ -46,7 +46,7 @@ def tune(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbed
     try:
         result = run_tune(dataset, config, gene_embedding, parent_run_id=parent, retrain=False)
     except BaseException:
-        tracking.end_run(parent, "FAILED", config)
+        tracking.fail_run(parent, config)
         raise
     tracking.end_run(parent, "FINISHED", config)
     record({"study": result.study_name, "best_value": result.best_value, "trials": result.counts,
