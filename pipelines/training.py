@@ -28,7 +28,7 @@ def training_pipeline(config: RunConfig) -> None:
     # Nothing is embedded or trained until the inputs passed validation.
     gene_embedding = embed_genes(expression, config)
     model, split, run_id = train(expression, priors, gene_embedding, config, after="validate")
-    metrics = evaluate(model, split, config, run_id)
+    metrics, _ = evaluate(model, split, config, run_id)
     register(model, split, metrics, config, run_id)
 
 

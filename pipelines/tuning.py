@@ -29,7 +29,7 @@ def tuning_pipeline(config: RunConfig) -> None:
     _, tuned_config, tune_run_id = tune(expression, priors, gene_embedding, config, after="validate")
     model, split, run_id = train(expression, priors, gene_embedding, tuned_config)
     link_tuned_run(tune_run_id, run_id, tuned_config)
-    metrics = evaluate(model, split, tuned_config, run_id)
+    metrics, _ = evaluate(model, split, tuned_config, run_id)
     register(model, split, metrics, tuned_config, run_id)
 
 

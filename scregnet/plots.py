@@ -68,3 +68,29 @@ def per_tf_figure(table, baseline_tables: dict | None = None):
     ax.set(ylabel="per-TF AUROC (test)", title=f"{len(table)} TFs")
     fig.tight_layout()
     return fig
+
+
+def figure_png_base64(fig) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def html_report(title: str, metrics: dict[str, dict[str, float]], figures: list) -> str:
+    """A self-contained HTML page: a metrics table (rows = model and baselines) and the figures
+    inlined as PNG, for dashboards that render HTML artifacts (ZenML's)."""
+    from html import escape
+
+    cols = ["auroc", "auprc", "auprc_lift", "per_tf_auroc", "per_tf_auprc"]
+    head = "".join(f"<th>{c}</th>" for c in ["scorer"] + cols)
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{m.get(c, float('nan')):.3f}</td>" for c in cols) + "</tr>"
+        for name, m in metrics.items())
+    imgs = "".join(f'<img style="max-width:100%" src="data:image/png;base64,{figure_png_base64(f)}"/>' for f in figures)
+    return (f"<html><body style='font-family:sans-serif'><h3>{escape(title)}</h3>"
+            f"<table border='1' cellpadding='4' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>"
+            f"{imgs}</body></html>")

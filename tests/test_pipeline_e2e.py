@@ -130,3 +130,21 @@ def test_invalid_input_stops_before_training_and_registers_nothing(first_run, ho
     c = _client(home)
     assert len(c.search_model_versions("name='scregnet-synth'")) == before
     assert len(c.search_runs([c.get_experiment_by_name("scregnet").experiment_id])) == runs_before
+
+
+def test_evaluation_report_is_a_zenml_html_visualisation(first_run, home, tmp_path):
+    script = tmp_path / "read_report.py"  # a file, not -c: ZenML needs a source root to load artifacts
+    script.write_text("from scregnet.home import configure; configure()\n"
+                      "from zenml.client import Client\n"
+                      "runs = Client().list_pipeline_runs(sort_by='desc:created', size=20).items\n"
+                      "run = next(r for r in runs if 'evaluate' in r.steps\n"
+                      "           and str(r.steps['evaluate'].status).lower().endswith('completed'))\n"
+                      "art = run.steps['evaluate'].outputs['evaluation_report']\n"
+                      "art = art[0] if isinstance(art, list) else art\n"
+                      "print(len(art.visualizations), str(art.load())[:2000])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_", "SCREGNET_ARTIFACTS"))}
+    env["SCREGNET_HOME"] = str(home)
+    out = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    n_vis, html = out.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(n_vis) >= 1 and html.startswith("<html>") and "label_count" in html

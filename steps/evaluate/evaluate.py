@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from zenml import step
+from zenml.types import HTMLString
 
 from steps.common import record
 
@@ -12,7 +13,7 @@ from scregnet import tracking
 from scregnet.config import RunConfig
 from scregnet.experiment import evaluate as evaluate_model
 from scregnet.metrics import per_tf_table
-from scregnet.plots import per_tf_figure, roc_pr_figure
+from scregnet.plots import html_report, per_tf_figure, roc_pr_figure
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
 
@@ -28,20 +29,25 @@ def flat_metrics(model: dict, baselines: dict) -> dict[str, float]:
 
 
 @step(enable_cache=False)
-def evaluate(model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str) -> Annotated[dict, "metrics"]:
+def evaluate(model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str) -> tuple[
+    Annotated[dict, "metrics"], Annotated[HTMLString, "evaluation_report"]
+]:
     try:
         ev = evaluate_model(model, split)
         flat = flat_metrics(ev.model, ev.baselines)
         tracking.log_metrics(mlflow_run_id, flat, config)
         title = f"{model.meta.get('dataset', '')} ({split.protocol}, seed {split.seed})"
-        tracking.log_figure(mlflow_run_id, roc_pr_figure(ev.test_pairs, ev.test_scores, ev.baseline_test_scores, title),
-                            "roc_pr_test.png", config)
+        figures = [roc_pr_figure(ev.test_pairs, ev.test_scores, ev.baseline_test_scores, title)]
+        tracking.log_figure(mlflow_run_id, figures[0], "roc_pr_test.png", config)
         table = per_tf_table(ev.test_pairs, ev.test_scores, model.genes)
         base_tables = {b: per_tf_table(ev.test_pairs, s, model.genes) for b, s in ev.baseline_test_scores.items()}
         if len(table):
-            tracking.log_figure(mlflow_run_id, per_tf_figure(table, base_tables), "per_tf_auroc_test.png", config)
+            figures.append(per_tf_figure(table, base_tables))
+            tracking.log_figure(mlflow_run_id, figures[-1], "per_tf_auroc_test.png", config)
         record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
+        # Shown as the step's visualisation in the ZenML dashboard (the same figures as in MLflow).
+        report = HTMLString(html_report(f"test: {title}", {"model": ev.model["test"], **ev.baselines["test"]}, figures))
     except BaseException:
         tracking.fail_run(mlflow_run_id, config)
         raise
-    return {"val": ev.model.get("val", {}), "test": ev.model["test"], "baselines": ev.baselines}
+    return {"val": ev.model.get("val", {}), "test": ev.model["test"], "baselines": ev.baselines}, report
