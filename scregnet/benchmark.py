@@ -19,8 +19,8 @@ from scregnet.baselines import BASELINES
 from scregnet.config import RunConfig
 from scregnet.data import load_beeline
 from scregnet.embeddings import build_embedder
-from scregnet.errors import DataError, ExpressionMissingError
-from scregnet.experiment import run_experiment
+from scregnet.errors import ExpressionMissingError
+from scregnet.experiment import run_seeds
 from scregnet.reference import LABEL_COUNT_PUBLISHED, SCREGNET_GENEFORMER, cell_type
 from scregnet.train import ModelInputs
 
@@ -57,23 +57,11 @@ def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print) -> di
             embedding = build_embedder(cfg.embedder).embed(dataset.adata)
             embed_seconds = time.perf_counter() - t0
             inputs = ModelInputs.build(dataset, embedding)
-            per_seed = []
-            for seed in range(spec.seeds):
-                t0 = time.perf_counter()
-                try:
-                    res = run_experiment(dataset, cfg, embedding, seed=seed, inputs=inputs)
-                except DataError as exc:  # e.g. a held-out split with a single-class part
-                    log(f"skip {dataset.name} {spec.protocol} seed {seed}: {exc}")
-                    skipped.append({"data": f"{dataset.name} seed {seed}", "reason": str(exc)})
-                    continue
-                seconds = time.perf_counter() - t0
-                ev = res.evaluation
-                per_seed.append({"seed": seed, "seconds": seconds, "best_epoch": res.train.best_epoch,
-                                 "model": ev.model["test"], "baselines": ev.baselines["test"]})
-                log(f"{dataset.name} {spec.protocol} {embedder_kind} seed {seed}: "
-                    f"AUROC {ev.model['test']['auroc']:.3f} AUPRC {ev.model['test']['auprc']:.3f} "
-                    f"(label_count {ev.baselines['test']['label_count']['auroc']:.3f}/"
-                    f"{ev.baselines['test']['label_count']['auprc']:.3f}) {seconds:.1f}s")
+            per_seed = run_seeds(dataset, cfg, embedding, spec.seeds, inputs=inputs, log=log,
+                                 label=f"{spec.protocol} {embedder_kind}", skip_data_errors=True)
+            done = {r["seed"] for r in per_seed}
+            skipped += [{"data": f"{dataset.name} seed {k}", "reason": "split could not be made (see log)"}
+                        for k in range(spec.seeds) if k not in done]
             if not per_seed:
                 continue
             model = {}
@@ -129,7 +117,7 @@ def write_report(report: dict, out: Path, command: str | None = None) -> tuple[P
     header = f"Command: `{command}`\n\n" if command else ""
     md.write_text(header + markdown_table(report) + (
         "\nPaper numbers: scRegNet w/ Geneformer (Kommu et al. 2025), test-set model selection in the reference code. "
-        f"Published label_count (no learning) for comparison: "
+        "Published label_count (no learning) for comparison: "
         + ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f}" for k, v in LABEL_COUNT_PUBLISHED.items()) + ".\n"
     ))
     return out, md

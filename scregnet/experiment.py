@@ -6,7 +6,9 @@ exactly once per trained model, after selection on validation.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -72,3 +74,37 @@ def run_experiment(dataset: GRNDataset, config, embedding: GeneEmbedding | None,
     result = fit(inputs, split, config.model, train_cfg, on_eval=on_eval)
     model = bundle(result, inputs, config.model)
     return ExperimentResult(split, result, model, evaluate(model, split))
+
+
+def run_seeds(dataset: GRNDataset, config, embedding: GeneEmbedding | None, seeds: int,
+              inputs: ModelInputs | None = None, log: Callable[[str], None] | None = None, label: str = "",
+              skip_data_errors: bool = False) -> list[dict]:
+    """One experiment per seed (its own split and initialisation); a row of test metrics each.
+
+    Rows: seed, seconds (split + train + evaluate), best_epoch, model, baselines, label_count.
+    With `skip_data_errors`, a seed whose split cannot be made (e.g. a held-out part with one
+    class) is logged and left out instead of raising.
+    """
+    from scregnet.errors import DataError
+
+    inputs = inputs or ModelInputs.build(dataset, embedding)
+    rows = []
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        try:
+            res = run_experiment(dataset, config, embedding, seed=seed, inputs=inputs)
+        except DataError as exc:
+            if not skip_data_errors:
+                raise
+            if log:
+                log(f"skip {dataset.name} {label} seed {seed}: {exc}")
+            continue
+        ev = res.evaluation
+        rows.append({"seed": seed, "seconds": time.perf_counter() - t0, "best_epoch": res.train.best_epoch,
+                     "model": ev.model["test"], "baselines": ev.baselines["test"],
+                     "label_count": ev.baselines["test"]["label_count"]})
+        if log:
+            m, lc = ev.model["test"], ev.baselines["test"]["label_count"]
+            log(f"{dataset.name} {label} seed {seed}: AUROC {m['auroc']:.3f} AUPRC {m['auprc']:.3f} "
+                f"(label_count {lc['auroc']:.3f}/{lc['auprc']:.3f}) {rows[-1]['seconds']:.1f}s")
+    return rows

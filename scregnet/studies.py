@@ -26,7 +26,7 @@ from scregnet.config import RunConfig
 from scregnet.data import GRNDataset, load_beeline
 from scregnet.embeddings import build_embedder
 from scregnet.errors import ExpressionMissingError
-from scregnet.experiment import evaluate, run_experiment
+from scregnet.experiment import evaluate, run_seeds
 from scregnet.splits import Split, make_split
 from scregnet.train import ModelInputs, bundle, fit
 
@@ -73,15 +73,7 @@ def run_variants(dataset: GRNDataset, variants: dict[str, RunConfig], seeds: int
             embeddings[key] = build_embedder(cfg.embedder).embed(dataset.adata)
         emb = embeddings[key]
         inputs = ModelInputs.build(dataset, emb)
-        rows = []
-        for seed in range(seeds):
-            t0 = time.perf_counter()
-            res = run_experiment(dataset, cfg, emb, seed=seed, inputs=inputs)
-            ev = res.evaluation
-            rows.append({"seed": seed, "seconds": time.perf_counter() - t0, "model": ev.model["test"],
-                         "label_count": ev.baselines["test"]["label_count"]})
-            log(f"{dataset.name} {name} seed {seed}: AUROC {rows[-1]['model']['auroc']:.3f} "
-                f"AUPRC {rows[-1]['model']['auprc']:.3f} ({rows[-1]['seconds']:.1f}s)")
+        rows = run_seeds(dataset, cfg, emb, seeds, inputs=inputs, log=log, label=name)
         results.append({"dataset": dataset.name, "protocol": cfg.split.protocol, "variant": name,
                         "embedder": cfg.embedder.kind, "gnn": cfg.model.gnn if cfg.model.use_gnn else "-",
                         "model": _summary(rows, "model"), "label_count": _summary(rows, "label_count"),

@@ -482,20 +482,12 @@ def tuned_vs_default(dataset: GRNDataset, config: RunConfig, params: dict, embed
 
     The study tuned on split seed `config.split.seed`'s validation part; the other seeds are fresh splits.
     """
-    from scregnet.experiment import run_experiment
+    from scregnet.experiment import run_seeds
 
     inputs = ModelInputs.build(dataset, embedding)
     out: dict[str, Any] = {"dataset": dataset.name, "protocol": config.split.protocol, "seeds": seeds, "params": params}
     for name, cfg in (("default", config), ("tuned", apply_params(config, params))):
-        rows = []
-        for seed in range(seeds):
-            t0 = time.perf_counter()
-            res = run_experiment(dataset, cfg, embedding, seed=seed, inputs=inputs)
-            ev = res.evaluation
-            rows.append({"seed": seed, "seconds": time.perf_counter() - t0, "model": ev.model["test"],
-                         "label_count": ev.baselines["test"]["label_count"]})
-            log(f"{dataset.name} {name} seed {seed}: test AUROC {ev.model['test']['auroc']:.3f} "
-                f"AUPRC {ev.model['test']['auprc']:.3f} ({rows[-1]['seconds']:.1f}s)")
+        rows = run_seeds(dataset, cfg, embedding, seeds, inputs=inputs, log=log, label=name)
         out[name] = {k: (float(np.mean([r["model"][k] for r in rows])), float(np.std([r["model"][k] for r in rows])))
                      for k in ("auroc", "auprc", "per_tf_auroc")}
         out[name]["seconds"] = float(np.mean([r["seconds"] for r in rows]))
