@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_infra import _strip_none
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "scregnet"
@@ -278,14 +279,6 @@ def _jobs_by_step(captured: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _pod(job: dict[str, Any]) -> dict[str, Any]:
     return job["spec"]["template"]["spec"]
-
-
-def _strip_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_strip_none(v) for v in value]
-    return value
 
 
 def _client_side_test_mode(pod: dict[str, Any]) -> dict[str, Any]:
