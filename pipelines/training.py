@@ -23,13 +23,21 @@ from steps.validate.validate import validate
 
 @pipeline(enable_cache=True)
 def training_pipeline(config: RunConfig) -> None:
-    expression, priors = ingest(config)
-    validate(expression, priors, config)
-    # Nothing is embedded or trained until the inputs passed validation.
-    gene_embedding = embed_genes(expression, config)
+    expression, priors, gene_embedding = validated_inputs(config)
     model, split, run_id = train(expression, priors, gene_embedding, config, after="validate")
     metrics, _ = evaluate(model, split, config, run_id)
     register(model, split, metrics, config, run_id)
+
+
+def validated_inputs(config: RunConfig):
+    """ingest -> validate -> embed, shared by the pipelines: (expression, priors, gene_embedding).
+
+    Nothing is embedded (and, via `after="validate"` on train, nothing trained) until the
+    inputs passed validation.
+    """
+    expression, priors = ingest(config)
+    validate(expression, priors, config)
+    return expression, priors, embed_genes(expression, config)
 
 
 def embed_genes(expression, config: RunConfig):

@@ -11,21 +11,17 @@ from pathlib import Path
 
 from zenml import pipeline
 
-from pipelines.training import embed_genes, run_pipeline
+from pipelines.training import run_pipeline, validated_inputs
 from scregnet.config import RunConfig
 from steps.evaluate.evaluate import evaluate
-from steps.ingest.ingest import ingest
 from steps.register.register import register
 from steps.train.train import train
 from steps.tune.tune import link_tuned_run, tune
-from steps.validate.validate import validate
 
 
 @pipeline(enable_cache=False)
 def tuning_pipeline(config: RunConfig) -> None:
-    expression, priors = ingest(config)
-    validate(expression, priors, config)
-    gene_embedding = embed_genes(expression, config)
+    expression, priors, gene_embedding = validated_inputs(config)
     _, tuned_config, tune_run_id = tune(expression, priors, gene_embedding, config, after="validate")
     model, split, run_id = train(expression, priors, gene_embedding, tuned_config)
     link_tuned_run(tune_run_id, run_id, tuned_config)

@@ -234,10 +234,9 @@ def benchmark(data, seeds, protocol, embedders, degree_aware, config_file, out) 
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output table: .csv or .parquet.")
 def embed(data, h5ad, model, dictionaries, layer, transform, device, batch_size, shards, out) -> None:
     """Geneformer gene embeddings -> a table indexed by gene symbol (genes that received a vector)."""
-    from scregnet.config import GeneformerConfig
-    from scregnet.data import load_beeline, read_table
+    from scregnet.config import EmbedderConfig, GeneformerConfig
+    from scregnet.data import load_beeline
     from scregnet.embeddings import build_embedder
-    from scregnet.config import EmbedderConfig
     from scregnet.errors import ScregnetError
 
     if (data is None) == (h5ad is None):

@@ -163,11 +163,6 @@ def read_table(path: Path, *, index_col: int | None = 0, expect: tuple[str, ...]
     return df
 
 
-def _read_index_table(path: Path, column: str, n_genes: int | None) -> pd.DataFrame:
-    df = read_table(path, expect=(column, "index") if column != "Label" else ())
-    return df
-
-
 def load_beeline_labels(directory: str | Path) -> tuple[list[str], list[str], pd.DataFrame]:
     """Genes, TFs and prior edges (symbols) of a BEELINE directory; needs no expression.
 

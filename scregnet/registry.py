@@ -99,8 +99,6 @@ def current_champion(name: str, config=None):
 
 def _champion_value_on(split_test: np.ndarray, genes: list[str], champion, metric: str, config) -> float:
     """Score the champion on the challenger's test pairs (by gene symbol) and compute `metric`."""
-    import mlflow
-
     from scregnet.metrics import evaluate_scores
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,11 +163,16 @@ def _record(c, decision: Decision) -> Decision:
     return decision
 
 
+def _history(c, name: str) -> list[str]:
+    """Champion versions, oldest first, from the registered model's tag."""
+    model = with_retries(lambda: c.get_registered_model(name), "read the registered model")
+    return [v for v in (model.tags or {}).get(HISTORY_TAG, "").split(",") if v]
+
+
 def set_champion(name: str, version: str, config=None) -> None:
     """Move `champion` to `version` and append it to the champion history."""
     c = client(config)
-    model = with_retries(lambda: c.get_registered_model(name), "read the registered model")
-    history = [v for v in (model.tags or {}).get(HISTORY_TAG, "").split(",") if v]
+    history = _history(c, name)
     if not history or history[-1] != str(version):
         history.append(str(version))
     with_retries(lambda: c.set_registered_model_alias(name, CHAMPION, str(version)), "set the champion alias")
@@ -197,8 +200,7 @@ def apply_promotion(decision: Decision, mirror=None, config=None) -> None:
             c.set_registered_model_alias(decision.name, CHAMPION, str(previous.version))
         else:
             c.delete_registered_model_alias(decision.name, CHAMPION)
-        model = c.get_registered_model(decision.name)
-        history = [v for v in (model.tags or {}).get(HISTORY_TAG, "").split(",") if v and v != decision.version]
+        history = [v for v in _history(c, decision.name) if v != decision.version]
         c.set_registered_model_tag(decision.name, HISTORY_TAG, ",".join(history))
         raise
 
@@ -206,8 +208,7 @@ def apply_promotion(decision: Decision, mirror=None, config=None) -> None:
 def rollback(name: str, config=None) -> str:
     """Champion goes back to the previous champion; returns that version."""
     c = client(config)
-    model = c.get_registered_model(name)
-    history = [v for v in (model.tags or {}).get(HISTORY_TAG, "").split(",") if v]
+    history = _history(c, name)
     if len(history) < 2:
         raise ValueError(f"{name}: no previous champion to roll back to (history: {history or 'empty'})")
     history.pop()
@@ -215,8 +216,3 @@ def rollback(name: str, config=None) -> str:
     c.set_registered_model_alias(name, CHAMPION, previous)
     c.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
     return previous
-
-
-def versions(name: str, config=None) -> list:
-    c = client(config)
-    return sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))

@@ -62,13 +62,6 @@ class TrainResult:
     stopped_early: bool = False
 
 
-class EpochReporter:
-    """Called every evaluation with (epoch, validation value); raising stops training (Optuna pruning)."""
-
-    def __call__(self, epoch: int, value: float) -> None:  # pragma: no cover - interface
-        ...
-
-
 def build_model(inputs: ModelInputs, model_cfg) -> ScRegNet:
     emb = torch.from_numpy(inputs.embedding) if (inputs.embedding is not None and model_cfg.use_embedding) else None
     return build_scregnet(inputs.features.shape[1], emb, model_cfg, num_nodes=len(inputs.genes))
@@ -176,7 +169,7 @@ def fit(
             # positives only there, so a training positive is never scored through its own edge
             # (held-out positives never are): no train/validation shift in the GNN input.
             perm = pos_idx[torch.from_numpy(np_rng.permutation(len(pos_idx))).to(device)]
-            hidden, shown = perm[:n_mask], perm[n_mask:]
+            shown = perm[n_mask:]  # the first n_mask positives are hidden from the graph
             graph = training_graph(train_pairs[shown], x.shape[0])
             weight = torch.ones(n, device=device)
             weight[shown] = 0.0

@@ -1,7 +1,6 @@
 import gzip
 import shutil
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest

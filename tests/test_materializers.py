@@ -1,8 +1,6 @@
 """Each materializer round-trips its artifact through a directory in the artifact store."""
 
 import numpy as np
-import pandas as pd
-import torch
 
 from scregnet.embeddings import GeneEmbedding
 from scregnet.splits import genelink_split

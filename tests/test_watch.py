@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from scregnet import priors_store as ps
-from scregnet.watch import WatchConfig, watch_once, write_run_config
+from scregnet.watch import WatchConfig, watch_once
 from services import FAKE_AWS, moto_s3, s3_client  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.services
