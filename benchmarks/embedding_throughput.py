@@ -8,7 +8,7 @@ drawn from a 2,000-gene universe, so genes recur across cells as in a real datas
 (a) plain: full BertForMaskedLM (MLM head included, as Geneformer's own extractor runs it), fp32,
     eager attention, output_hidden_states=True, batches in input order padded to the longest cell.
 (b) optimised: GeneformerEmbedder's fast path (base BertModel cut after the requested layer, SDPA,
-    bf16 autocast on CUDA, length-sorted batches sized from free memory, on-device index_add_).
+    bf16 autocast on CUDA (--precision bf16 also on CPU), length-sorted batches sized from free memory, on-device index_add_).
 
 Model FLOPs per cell = over the layers the requested hidden state needs (L-1 for layer -2):
 2 x non-embedding params of those layers x tokens + 4 x tokens^2 x hidden (QK^T and AV).
@@ -100,26 +100,36 @@ class PeakMemory:
             self._thread.join()
 
 
-def run_path(model, cells, n_slots, device, fast: bool, batch_size, layer: int) -> dict:
-    gf.embed_token_cells(model, cells[:2], n_slots, layer=layer, device=str(device), fast=fast, batch_size=batch_size)  # warm-up
+def run_path(model, cells, n_slots, device, fast: bool, batch_size, layer: int, precision: str = "auto") -> dict:
+    kw = dict(layer=layer, device=str(device), fast=fast, batch_size=batch_size, precision=precision)
+    gf.embed_token_cells(model, cells[:2], n_slots, **kw)  # warm-up
     with PeakMemory(device) as mem:
         start = time.perf_counter()
-        sums, counts = gf.embed_token_cells(model, cells, n_slots, layer=layer, device=str(device), fast=fast, batch_size=batch_size)
+        sums, counts = gf.embed_token_cells(model, cells, n_slots, **kw)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "sums": sums, "counts": counts, "peak": mem.peak}
 
 
-def cosine(a_sums, a_counts, b_sums, b_counts) -> tuple[float, float]:
+def cosine(a_sums, a_counts, b_sums, b_counts) -> tuple[float, float, float, float]:
+    """Per-gene cosine of the mean vectors of (a) and (b): (min, mean), then the same after
+    subtracting (a)'s mean vector over genes from both. The centred figure is the stricter one:
+    mean vectors share a large common component (more so with random weights), which alone
+    makes the raw cosine high."""
     has = (a_counts > 0) & (b_counts > 0)
     a = a_sums[has] / a_counts[has, None]
     b = b_sums[has] / b_counts[has, None]
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return float(cos.min()), float(cos.mean())
+
+    def cos(x, y):
+        c = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+        return float(c.min()), float(c.mean())
+
+    centre = a.mean(0, keepdims=True)
+    return cos(a, b) + cos(a - centre, b - centre)
 
 
-def cpu_peak_tflops(seconds: float = 2.0) -> float:
-    """Achievable fp32 matmul rate of this CPU (a stand-in peak for the MFU column)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def cpu_peak_tflops(seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> float:
+    """Achievable matmul rate of this CPU in `dtype` (a stand-in peak for the MFU column)."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     a @ b
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -177,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layer", type=int, default=-2)
     p.add_argument("--plain-batch-size", type=int, default=None, help="default: 8 on CPU, 64 on CUDA")
     p.add_argument("--batch-size", type=int, default=None, help="optimised path; default: from free memory")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="optimised path's autocast dtype; auto = bf16 on CUDA, fp32 on CPU")
     p.add_argument("--peak-tflops", type=float, default=None,
-                   help=f"for MFU; default: {H200_BF16_DENSE_TFLOPS} on CUDA (H200 bf16), a measured fp32 matmul rate on CPU")
+                   help=f"for MFU; default: {H200_BF16_DENSE_TFLOPS} on CUDA (H200 bf16), a measured matmul rate on CPU in the optimised path's precision")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="alternate the paths N times; report each one's fastest")
     p.add_argument("--out", type=Path, default=None, help="append the table (with hardware and command) to this .md")
@@ -188,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available")
     plain_bs = args.plain_batch_size or (64 if device.type == "cuda" else 8)
-    peak = args.peak_tflops or (H200_BF16_DENSE_TFLOPS if device.type == "cuda" else cpu_peak_tflops())
-    peak_note = f"{peak:.3g} TFLOP/s" + (" (measured fp32 matmul)" if not args.peak_tflops and device.type == "cpu" else "")
+    precision = gf.resolve_precision(args.precision, device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak = args.peak_tflops or (H200_BF16_DENSE_TFLOPS if device.type == "cuda" else cpu_peak_tflops(dtype=dtype))
+    peak_note = f"{peak:.3g} TFLOP/s" + (f" (measured {precision} matmul)" if not args.peak_tflops and device.type == "cpu" else "")
 
     load_before = os.getloadavg()
     header = ("| config | path | cells | tokens/cell | s | cells/s | tokens/s | peak mem | model TFLOP/s | MFU | "
-              "speed-up | cosine min / mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "speed-up | cosine min / mean | centred cosine min / mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
+    opt = f"optimised {precision}"
     for name in args.configs:
         model = gf.build_random_model(args.config_dir / name, seed=args.seed)
         cfg = model.config
@@ -204,21 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict] = {}
         # Paths alternate and the fastest repeat counts, so load from other processes biases neither.
         for rep in range(args.repeats):
-            for label, fast, subset, bs in [("plain fp32 eager", False, plain_cells, plain_bs), ("optimised", True, cells, args.batch_size)]:
-                r = run_path(model, subset, n_slots, device, fast, bs, args.layer)
+            for label, fast, subset, bs in [("plain fp32 eager", False, plain_cells, plain_bs), (opt, True, cells, args.batch_size)]:
+                r = run_path(model, subset, n_slots, device, fast, bs, args.layer, args.precision if fast else "fp32")
                 lengths = np.array([len(t) for t, _ in subset])
                 r.update(cells=len(subset), tokens=int(lengths.sum()), flops=float(flops_per_cell(cfg, lengths, depth).sum()))
                 if label not in results or r["seconds"] < results[label]["seconds"]:
                     results[label] = r
                 print(f"{name} {label} (repeat {rep + 1}): {len(subset) / r['seconds']:.2f} cells/s", flush=True)
-        a, b = results["plain fp32 eager"], results["optimised"]
+        a, b = results["plain fp32 eager"], results[opt]
         n_cmp = a["cells"]
         # cosine on the cells both paths saw: recompute the optimised sums on the plain subset if it is smaller
         if n_cmp < b["cells"]:
-            s, c = gf.embed_token_cells(model, plain_cells, n_slots, layer=args.layer, device=str(device), fast=True, batch_size=args.batch_size)
+            s, c = gf.embed_token_cells(model, plain_cells, n_slots, layer=args.layer, device=str(device), fast=True,
+                                        batch_size=args.batch_size, precision=args.precision)
         else:
             s, c = b["sums"], b["counts"]
-        cmin, cmean = cosine(a["sums"], a["counts"], s, c)
+        cmin, cmean, zmin, zmean = cosine(a["sums"], a["counts"], s, c)
         speedup = (b["cells"] / b["seconds"]) / (a["cells"] / a["seconds"])
         for label, r in results.items():
             rate = r["cells"] / r["seconds"]
@@ -226,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 f"| {name} | {label} | {r['cells']} | {r['tokens'] / r['cells']:.0f} | {r['seconds']:.2f} | {rate:,.2f} | "
                 f"{r['tokens'] / r['seconds']:,.0f} | {r['peak'] / 2**20:,.0f} MiB | {tflops:.3f} | {100 * tflops / peak:.1f}% | "
-                + ("1.00x | - |" if r is a else f"{speedup:.2f}x | {cmin:.6f} / {cmean:.6f} |")
+                + ("1.00x | - | - |" if r is a else f"{speedup:.2f}x | {cmin:.6f} / {cmean:.6f} | {zmin:.6f} / {zmean:.6f} |")
             )
         del model
     tok_line = tokenizer_rate()
@@ -245,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             "Load average (1/5/15 min) before / after: "
             + " / ".join(", ".join(f"{v:.2f}" for v in la) for la in (load_before, os.getloadavg()))
             + f" ({os.cpu_count()} logical cores; other processes share this machine)",
-            f"Layer {args.layer}; plain batch size {plain_bs}; optimised batch size "
+            f"Layer {args.layer}; plain batch size {plain_bs}; optimised precision "
+            f"{precision}, batch size "
             f"{args.batch_size or 'from free memory'}; best of {args.repeats} alternating repeat(s); MFU peak {peak_note}; memory = "
             + ("max CUDA allocated" if device.type == "cuda" else "peak RSS increase during the run"),
             "",

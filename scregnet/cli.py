@@ -229,10 +229,12 @@ def benchmark(data, seeds, protocol, embedders, degree_aware, config_file, out) 
 @click.option("--layer", type=int, default=-2, show_default=True, help="-1 last layer, -2 penultimate.")
 @click.option("--transform", type=click.Choice(["none", "counts"]), default="none", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Autocast dtype: auto = bf16 on CUDA, fp32 on CPU.")
 @click.option("--batch-size", type=int, default=None, help="Default: chosen from free memory.")
 @click.option("--shards", type=int, default=1, show_default=True, help="Embed cells in this many shards (merged exactly).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output table: .csv or .parquet.")
-def embed(data, h5ad, model, dictionaries, layer, transform, device, batch_size, shards, out) -> None:
+def embed(data, h5ad, model, dictionaries, layer, transform, device, precision, batch_size, shards, out) -> None:
     """Geneformer gene embeddings -> a table indexed by gene symbol (genes that received a vector)."""
     from scregnet.config import EmbedderConfig, GeneformerConfig
     from scregnet.data import load_beeline
@@ -251,7 +253,7 @@ def embed(data, h5ad, model, dictionaries, layer, transform, device, batch_size,
             adata.var_names = [str(g).upper() for g in adata.var_names]
         cfg = EmbedderConfig(kind="geneformer", geneformer=GeneformerConfig(
             model=model, dictionaries=dictionaries, layer=layer, transform=transform, device=device,
-            batch_size=batch_size, n_shards=shards))
+            precision=precision, batch_size=batch_size, n_shards=shards))
         emb = build_embedder(cfg).embed(adata)
     except (ScregnetError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 1)

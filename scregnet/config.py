@@ -73,6 +73,9 @@ class GeneformerConfig(_Section):
     layer: int = -2  # hidden-state index relative to the end: -1 = last layer, -2 = penultimate
     transform: Literal["none", "counts"] = "none"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Autocast dtype of the fast path. auto: bf16 on CUDA (tensor cores), fp32 on CPU (bf16 pays
+    # off only on CPUs with native bf16 matmul: AVX512-BF16 / AMX). The reference path is fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     batch_size: int | None = None  # None: chosen from free memory
     n_shards: int = 1
     max_cells: int | None = None

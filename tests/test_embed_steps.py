@@ -52,10 +52,12 @@ def test_embed_cli_writes_a_gene_table(tmp_path, synthetic_dir):
         pickle.dump(mapping, fh)
     model_dir = tmp_path / "model"
     tiny_model(n_genes=len(genes)).save_pretrained(model_dir, safe_serialization=True)
-    for out in (tmp_path / "genes.csv", tmp_path / "genes.parquet"):
+    for out, precision, used in ((tmp_path / "genes.csv", "auto", "fp32"), (tmp_path / "genes.parquet", "bf16", "bf16")):
         result = CliRunner().invoke(main, ["embed", "--data", str(synthetic_dir), "--model", str(model_dir),
-                                           "--dictionaries", str(dicts), "--device", "cpu", "--out", str(out)])
+                                           "--dictionaries", str(dicts), "--device", "cpu", "--precision", precision,
+                                           "--out", str(out)])
         assert result.exit_code == 0, result.output
+        assert f'"precision": "{used}"' in result.output
         table = pd.read_csv(out, index_col=0) if out.suffix == ".csv" else pd.read_parquet(out)
         assert table.shape[1] == 32 and set(table.index) <= set(genes[:-5])
         assert len(table) >= len(genes) - 5 - 10  # genes never expressed in any cell get no vector

@@ -236,6 +236,30 @@ def test_fast_and_reference_paths_match_a_per_cell_oracle(v2_dir: Path, model_v2
         np.testing.assert_allclose(s, want_s, atol=2e-5, rtol=1e-5, err_msg=f"fast={fast} batch_size={bs}")
 
 
+def test_bf16_autocast_stays_close_to_fp32_and_is_recorded(v2_dir: Path, model_v2):
+    a = random_adata(10, seed=4)
+    tok = gf.GeneformerTokenizer(gf.load_dictionaries(v2_dir, "v2"), list(a.var_names))
+    cells = tok.tokenize(a.X)
+    want_s, want_c = oracle(model_v2, cells, tok.n_slots, index=1)
+    s, c = gf.embed_token_cells(model_v2, cells, tok.n_slots, layer=-2, precision="bf16")
+    np.testing.assert_array_equal(c, want_c)
+    has = c > 0
+    got, want = s[has] / c[has, None], want_s[has] / want_c[has, None]
+    assert np.abs(got - want).max() > 1e-5  # bf16 really ran (fp32 agrees to ~1e-6)
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cos.min() > 0.999
+    # auto = fp32 on CPU; the choice is part of the artifact's provenance and of the shard merge
+    cfg = GeneformerConfig(dictionaries=v2_dir, n_shards=2)
+    fp32 = gf.GeneformerEmbedder(cfg, model=model_v2)
+    bf16 = gf.GeneformerEmbedder(cfg.model_copy(update={"precision": "bf16"}), model=model_v2)
+    parts = [fp32.embed_shard(a, 0, 2), bf16.embed_shard(a, 1, 2)]
+    assert [p.metadata["precision"] for p in parts] == ["fp32", "bf16"]
+    with pytest.raises(ValueError, match="precision"):
+        gf.merge_gene_sums(parts)
+    with pytest.raises(ValueError, match="precision must be"):
+        gf.resolve_precision("fp16", torch.device("cpu"))
+
+
 def test_layer_selection_matches_hidden_state_indices(v2_dir: Path, model_v2):
     a = random_adata(4, seed=3)
     tok = gf.GeneformerTokenizer(gf.load_dictionaries(v2_dir, "v2"), list(a.var_names))

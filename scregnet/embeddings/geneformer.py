@@ -24,8 +24,8 @@ Recipe (docs/geneformer.md):
 
 Two execution paths give the same numbers within float tolerance:
 - fast (default; the GPU path, also used on CPU): base `BertModel` only (no MLM head), encoder cut
-  after the requested layer (later layers cannot change it), SDPA attention, bf16 autocast on CUDA,
-  cells sorted by length into batches sized from free memory, `torch.inference_mode`, per-gene
+  after the requested layer (later layers cannot change it), SDPA attention, bf16 autocast
+  (`precision`: auto = bf16 on CUDA, fp32 on CPU; bf16 on CPU on request), cells sorted by length into batches sized from free memory, `torch.inference_mode`, per-gene
   sums accumulated on the device with `index_add_` (per-cell hidden states are never kept).
 - reference: what Geneformer's own extractor does: the full `BertForMaskedLM` in fp32 with eager
   attention, `output_hidden_states=True`, batches in input order padded to the longest cell.
@@ -468,6 +468,19 @@ def _memory_budget(device, config) -> float:
     return _CPU_TOKENS_PER_BATCH * _bytes_per_token(config, t)
 
 
+def resolve_precision(precision: str, device) -> str:
+    """`auto` -> bf16 on CUDA, fp32 elsewhere; explicit values are checked against the device."""
+    import torch
+
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16 asked for but {torch.cuda.get_device_name(device)} has no bf16 support")
+    return precision
+
+
 def accumulate_gene_sums(
     model,
     cells: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -478,6 +491,7 @@ def accumulate_gene_sums(
     fast: bool = True,
     batch_size: int | None = None,
     log_every: int = 0,
+    precision: str = "auto",
 ) -> int:
     """Add the per-gene sums of hidden-state vectors of `cells` into `sums` / `counts` (in place).
 
@@ -488,6 +502,7 @@ def accumulate_gene_sums(
         layer: hidden-state index relative to the end (see `hidden_state_index`).
         fast: optimised path (True) or the fp32 eager reference path (False).
         batch_size: cells per batch; None = from free memory (fast) / 1 (reference).
+        precision: autocast dtype of the fast path (`resolve_precision`); the reference is fp32.
     Returns:
         the number of cells that had at least one token (empty cells are skipped).
     """
@@ -508,7 +523,8 @@ def accumulate_gene_sums(
             model.set_attn_implementation("sdpa")
         pad_to = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
         batches = [keep[b] for b in _plan_batches(lengths[keep], batch_size, None if batch_size else _memory_budget(device, config), config, pad_to)]
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        bf16 = resolve_precision(precision, device) == "bf16"
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     else:
         if config._attn_implementation != "eager":
             model.set_attn_implementation("eager")
@@ -558,6 +574,7 @@ def embed_token_cells(
     device: str = "cpu",
     fast: bool = True,
     batch_size: int | None = None,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokenised cells -> (float64 sums [S, D], int64 counts [S]); moves the model to `device`."""
     import torch
@@ -566,7 +583,7 @@ def embed_token_cells(
     model.to(dev)
     sums = torch.zeros(n_slots, _bert(model).config.hidden_size, dtype=torch.float64, device=dev)
     counts = torch.zeros(n_slots, dtype=torch.int64, device=dev)
-    accumulate_gene_sums(model, cells, sums, counts, layer=layer, fast=fast, batch_size=batch_size)
+    accumulate_gene_sums(model, cells, sums, counts, layer=layer, fast=fast, batch_size=batch_size, precision=precision)
     return sums.cpu().numpy(), counts.cpu().numpy()
 
 
@@ -593,7 +610,7 @@ class GeneSums:
 
 
 # Metadata that must agree between shards before they can be merged.
-_MERGE_KEYS = ("embedder", "model", "layer", "version", "transform", "dictionary_sha256", "input_sha256", "dims")
+_MERGE_KEYS = ("embedder", "model", "layer", "version", "transform", "precision", "dictionary_sha256", "input_sha256", "dims")
 
 
 def sum_gene_sums(parts: Sequence[GeneSums]) -> GeneSums:
@@ -795,7 +812,7 @@ class GeneformerEmbedder:
                 pending = pool.submit(tok.tokenize, X[chunks[k + 1]]) if k + 1 < len(chunks) else None
                 n_embedded += accumulate_gene_sums(
                     model, tokenised, sums, counts, layer=self.cfg.layer, fast=self.fast,
-                    batch_size=self.cfg.batch_size, log_every=self.log_every,
+                    batch_size=self.cfg.batch_size, log_every=self.log_every, precision=self.cfg.precision,
                 )
         seconds = time.perf_counter() - started
         slot_sums, slot_counts = sums.cpu().numpy(), counts.cpu().numpy()
@@ -819,6 +836,7 @@ class GeneformerEmbedder:
             "n_cells_empty": int(len(cells) - n_embedded),
             "max_cells": self.cfg.max_cells,
             "path": "fast" if self.fast else "reference",
+            "precision": resolve_precision(self.cfg.precision, self.device) if self.fast else "fp32",
             "device": str(self.device),
             "shard": shard,
             "seconds": round(seconds, 3),
