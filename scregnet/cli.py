@@ -327,11 +327,22 @@ def rollback(dataset) -> None:
 @click.option("--lease", "lease_seconds", type=float, default=300.0, show_default=True,
               help="Per-dataset lock lease; renewed while a run is going, taken over when a watcher died.")
 @click.option("--run-timeout", type=float, default=6 * 3600.0, show_default=True, help="Seconds before a run is killed.")
+@click.option("--retry-base", "retry_base_seconds", type=float, default=15 * 60.0, show_default=True,
+              help="After a dataset's run failed, wait this long before retrying the same priors; doubles with "
+                   "each consecutive failure (0: retry on every pass). New priors are trained at once.")
+@click.option("--retry-max", "retry_max_seconds", type=float, default=6 * 3600.0, show_default=True,
+              help="Upper bound of the retry wait.")
+@click.option("--max-failures", type=int, default=8, show_default=True,
+              help="Give up on a dataset's priors after this many consecutive failed runs, until they change "
+                   "or --retry-failed (0: never give up).")
+@click.option("--retry-failed", is_flag=True,
+              help="Retry datasets in backoff or given up on now (the first pass only), as if their priors were new.")
 def watch(bucket, prefix, endpoint_url, expression_root, config_file, priors_dir, once, interval, settle_seconds,
-          lease_seconds, run_timeout) -> None:
+          lease_seconds, run_timeout, retry_base_seconds, retry_max_seconds, max_failures, retry_failed) -> None:
     """Train one run per dataset whose priors under s3://BUCKET/PREFIX/<dataset>/ are new or changed."""
     import os
     import signal
+    from collections import Counter
 
     from scregnet.priors_store import UnsafeKeyError, normalize_prefix
     from scregnet.watch import WatchConfig, watch as watch_loop
@@ -340,6 +351,8 @@ def watch(bucket, prefix, endpoint_url, expression_root, config_file, priors_dir
         _fail("give exactly one of --once or --interval SECONDS", 2)
     if interval is not None and interval <= 0:
         _fail("--interval must be positive", 2)
+    if retry_base_seconds < 0 or retry_max_seconds < 0 or max_failures < 0:
+        _fail("--retry-base, --retry-max and --max-failures must not be negative", 2)
     try:
         normalize_prefix(prefix)
     except UnsafeKeyError as exc:
@@ -348,17 +361,21 @@ def watch(bucket, prefix, endpoint_url, expression_root, config_file, priors_dir
                       expression_root=expression_root.resolve(),
                       priors_dir=(priors_dir or home() / "priors").resolve(),
                       run_config=config_file.resolve() if config_file else None, settle_seconds=settle_seconds,
-                      lease_seconds=lease_seconds, run_timeout=run_timeout, workdir=home() / "watch")
+                      lease_seconds=lease_seconds, run_timeout=run_timeout, workdir=home() / "watch",
+                      retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds,
+                      max_failures=max_failures or None)
 
     def _term(signum, frame):  # let the finally blocks stop the child run and release the lease
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, _term)
-    outcomes = watch_loop(cfg, once=once, interval=interval or 0.0, log=lambda m: click.echo(m))
-    trained = [o for o in outcomes if o.status == "trained"]
-    failed = [o for o in outcomes if o.status == "failed"]
-    click.echo(f"pass done: {len(trained)} trained, {len(failed)} failed, {len(outcomes)} dataset(s) seen")
-    if failed:
+    outcomes = watch_loop(cfg, once=once, interval=interval or 0.0, log=lambda m: click.echo(m),
+                          retry_failed=retry_failed)
+    n = Counter(o.status for o in outcomes)
+    click.echo(f"pass done: {n['trained']} trained, {n['failed']} failed, {n['backoff']} backing off, "
+               f"{n['gave-up']} given up on, {len(outcomes)} dataset(s) seen")
+    # Backing off / given up is not a failure of this pass: no failing CronJob every 15 min.
+    if n["failed"]:
         sys.exit(1)
 
 

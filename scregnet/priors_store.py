@@ -12,9 +12,10 @@ client is passed in, so any S3-compatible endpoint works (AWS, MinIO, moto).
 - `materialize`: download a dataset's files (each GET conditional on the listed ETag),
   hash them, and write the manifest (keys, ETags, sha256; its own sha256 over
   (relative key, sha256) pairs) next to them, under `<root>/<dataset>/<manifest sha256>/`.
-- `WatchState`: one JSON object in the bucket (`PREFIX/.scregnet-watch/state.json`),
-  updated read-modify-write with an ETag-conditional PUT (`If-Match`, or
-  `If-None-Match: *` when creating), retried on conflict.
+- `WatchState`: one JSON object in the bucket (`PREFIX/.scregnet-watch/state.json`):
+  `datasets` (last successful run per dataset) and `failed` (the current failure streak per
+  dataset, see `scregnet.watch`), updated read-modify-write with an ETag-conditional PUT
+  (`If-Match`, or `If-None-Match: *` when creating), retried on conflict.
 - `S3Lock`: a lease object per dataset created with `If-None-Match: *` (S3 conditional
   writes), renewed by a heartbeat with `If-Match` on its own ETag, released with a
   conditional DELETE; an expired lease (owner crashed) is taken over with `If-Match` on
@@ -316,7 +317,8 @@ def lock_key(prefix: str, dataset: str) -> str:
 
 
 class WatchState:
-    """The watcher's memory, one JSON object in the bucket: dataset -> last trained manifest."""
+    """The watcher's memory, one JSON object in the bucket: `datasets` (dataset -> last trained
+    manifest) and `failed` (dataset -> failure entry of the priors whose runs keep failing)."""
 
     def __init__(self, s3, bucket: str, prefix: str):
         self.s3, self.bucket, self.key = s3, bucket, state_key(prefix)
@@ -326,6 +328,7 @@ class WatchState:
         value = value or {}
         value.setdefault("version", 1)
         value.setdefault("datasets", {})
+        value.setdefault("failed", {})
         return value
 
     def dataset(self, name: str) -> dict | None:
@@ -338,6 +341,7 @@ class WatchState:
             value, etag = get_json(self.s3, self.bucket, self.key)
             value = value or {"version": 1, "datasets": {}}
             value.setdefault("datasets", {})
+            value.setdefault("failed", {})
             fn(value)
             value["updated"] = datetime.now(timezone.utc).isoformat()
             try:

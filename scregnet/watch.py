@@ -3,15 +3,25 @@
 One pass (`watch_once`):
   1. list `s3://BUCKET/PREFIX/` (boto3 paginator) -> prior files per dataset;
   2. skip datasets whose (key, ETag) set equals the one recorded in the bucket state, or
-     whose newest upload has not settled yet, or without expression under
-     `EXPRESSION_ROOT/<dataset>/` (a BEELINE directory, or one .h5ad);
+     whose last run failed on that same set and is backing off (see below), or whose newest
+     upload has not settled yet, or without expression under `EXPRESSION_ROOT/<dataset>/`
+     (a BEELINE directory, or one .h5ad);
   3. take the dataset's lease (S3 conditional write; another watcher holding it -> skip),
      re-read the state under the lease (that watcher may just have finished), download the
      priors into a content-addressed directory with their manifest;
   4. run `python -m scregnet.cli train --config <generated YAML>` in its OWN process (ZenML
      runs one pipeline per process), the priors replacing Label.csv's labels;
-  5. only when the run exited 0, record the manifest in the state. A failed or killed run
-     leaves the state alone, so the next pass retries it.
+  5. only when the run exited 0, record the manifest in the state (and clear any failure
+     entry). A failed run is not recorded as trained: instead a failure entry
+     (`state["failed"][dataset]`: the listing fingerprint, manifest sha256, consecutive
+     failures, first/last failure time, exit code, log) makes later passes skip the same
+     priors with status `backoff` until `last_failed_at + min(retry_base * 2**(failures-1),
+     retry_max)`, and with `gave-up` after `max_failures` failures. Decided from the listing
+     alone (no download, no lease). New priors (another fingerprint) train at once;
+     `retry_failed` (CLI `--retry-failed`) ignores the entries for one pass. A killed
+     watcher (SIGTERM, Ctrl-C) records nothing, so the next pass retries at once.
+Times come from the S3 server's clock (the listing's `Date` header plus elapsed monotonic
+time), so watchers on hosts with skewed clocks agree; tests inject `clock`.
 No ZenML or MLflow import here: the watcher stays light, the child does the work.
 """
 
@@ -23,7 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -49,13 +59,23 @@ class WatchConfig:
     lease_seconds: float = 300.0
     run_timeout: float = 6 * 3600.0
     workdir: Path | None = None  # generated run configs and run logs
+    # Backoff after a failed run of the same priors: 15 min (one default CronJob/--interval
+    # period, so a transient failure such as a preempted node is retried on the next pass),
+    # doubling to at most 6 h (= the default run timeout: once capped, a run that keeps timing
+    # out holds the GPU at most half the time). 8 failures = 7 waits of 15m+30m+1h+2h+4h+6h+6h,
+    # about a day of retries, after which the priors are given up on until they change or
+    # `--retry-failed`; None = no limit. retry_base_seconds=0 retries on every pass.
+    retry_base_seconds: float = 15 * 60.0
+    retry_max_seconds: float = 6 * 3600.0
+    max_failures: int | None = 8
     train_command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "scregnet.cli", "train"])
 
 
 @dataclass
 class Outcome:
     dataset: str
-    status: str  # trained | failed | up-to-date | settling | no-expression | locked | changed | same-content
+    status: str  # trained | failed | backoff | gave-up | up-to-date | settling | no-expression | locked | changed
+    #              | same-content
     detail: str = ""
     manifest_sha256: str | None = None
     seconds: float | None = None
@@ -144,27 +164,114 @@ def _tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
+# ------------------------------------------------------------------------------------
+# failure backoff
+
+
+def retry_delay(failures: int, base: float, cap: float) -> float:
+    """Seconds to wait after the `failures`-th consecutive failure: base, 2 base, 4 base, ... <= cap."""
+    if failures <= 0:
+        return 0.0
+    return min(base * 2.0 ** min(failures - 1, 62), cap)  # exponent bounded: no float overflow
+
+
+def server_clock(listing: ps.Listing) -> Callable[[], datetime]:
+    """Now by the S3 server's clock: the listing's `Date` plus local monotonic time since (no
+    skew between watchers); the local UTC clock when the endpoint sent no `Date`. Whole
+    seconds, like `Date`: a failure stamped at 12:00:00.7 must not look later than the
+    next listing's `Date: 12:00:00` (taken at 12:00:00.9)."""
+    if listing.server_time is None:
+        return lambda: datetime.now(timezone.utc).replace(microsecond=0)
+    base, t0 = listing.server_time, time.monotonic()
+    return lambda: (base + timedelta(seconds=time.monotonic() - t0)).replace(microsecond=0)
+
+
+def _when(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (sec, "s")) if v) or "0s"
+
+
+def held_back(cfg: WatchConfig, dataset: str, entry: dict | None, objects, now: datetime) -> Outcome | None:
+    """`backoff` / `gave-up` when `entry` (state["failed"][dataset]) is a failure of exactly
+    these objects and no retry is due yet; None when the dataset should run."""
+    if not entry or entry.get("fingerprint") != ps.fingerprint(objects):
+        return None  # no failure, or the priors changed since: train at once
+    try:
+        failures, last = int(entry["failures"]), datetime.fromisoformat(entry["last_failed_at"])
+    except (KeyError, TypeError, ValueError):
+        return None  # a hand-edited or foreign entry must not block training forever
+    what = (f"failed {failures}x in a row on these priors (last: exit {entry.get('exit_code')}, "
+            f"log {entry.get('log')})")
+    if cfg.max_failures is not None and failures >= cfg.max_failures:
+        return Outcome(dataset, "gave-up", f"{what}; not retried until its priors change or --retry-failed",
+                       entry.get("manifest_sha256"))
+    due = last + timedelta(seconds=retry_delay(failures, cfg.retry_base_seconds, cfg.retry_max_seconds))
+    if now >= due:
+        return None
+    return Outcome(dataset, "backoff", f"{what}; next retry at {_when(due)} (in {_span((due - now).total_seconds())})",
+                   entry.get("manifest_sha256"))
+
+
+def failure_entry(cfg: WatchConfig, previous: dict | None, objects, digest: str, rc: int, log_path: Path,
+                  at: datetime) -> dict:
+    """The state["failed"][dataset] entry after a failed run: the count continues only when the
+    previous failure was of the same listing (same keys and ETags)."""
+    fp = ps.fingerprint(objects)
+    same = bool(previous) and previous.get("fingerprint") == fp
+    failures = (int(previous.get("failures", 0)) if same else 0) + 1
+    gave_up = cfg.max_failures is not None and failures >= cfg.max_failures
+    delay = retry_delay(failures, cfg.retry_base_seconds, cfg.retry_max_seconds)
+    return {"fingerprint": fp, "manifest_sha256": digest, "failures": failures,
+            "first_failed_at": previous.get("first_failed_at", at.isoformat()) if same else at.isoformat(),
+            "last_failed_at": at.isoformat(), "exit_code": rc, "log": str(log_path),
+            # for whoever reads the state; a watcher recomputes it from its own settings
+            "next_retry_at": None if gave_up else (at + timedelta(seconds=delay)).isoformat()}
+
+
+# ------------------------------------------------------------------------------------
+# one pass
+
+
 def watch_once(cfg: WatchConfig, s3=None, runner: Callable[[WatchConfig, RunRequest, Callable], int] | None = None,
-               log: Callable[[str], None] = print) -> list[Outcome]:
-    """One pass over the prefix; returns one outcome per dataset seen."""
+               log: Callable[[str], None] = print, clock: Callable[[], datetime] | None = None,
+               retry_failed: bool = False) -> list[Outcome]:
+    """One pass over the prefix; returns one outcome per dataset seen.
+
+    `clock`: timezone-aware now (default: the S3 server's clock, see `server_clock`).
+    `retry_failed`: run datasets in backoff or given up on now, as if their priors were new.
+    """
     s3 = s3 or ps.s3_client(cfg.endpoint_url)
     runner = runner or run_subprocess
     workdir = Path(cfg.workdir or cfg.priors_dir.parent / "watch")
     listing = ps.list_priors(s3, cfg.bucket, cfg.prefix)
+    clock = clock or server_clock(listing)
     for key, why in listing.refused:
         log(f"refused s3://{cfg.bucket}/{key}: {why}")
     state = ps.WatchState(s3, cfg.bucket, cfg.prefix)
-    recorded = state.read()["datasets"]
+    current = state.read()
+    recorded, failed = current["datasets"], current["failed"]
+    now = clock()
     outcomes: dict[str, Outcome] = {}
     candidates: dict[str, list] = {}
     for dataset, objects in sorted(listing.datasets.items()):
         done = recorded.get(dataset)
+        held = held_back(cfg, dataset, failed.get(dataset), objects, now)
         if done and ps.fingerprint(done.get("files", [])) == ps.fingerprint(objects):
             outcomes[dataset] = Outcome(dataset, "up-to-date", manifest_sha256=done.get("manifest_sha256"))
+        elif held is not None and not retry_failed:
+            outcomes[dataset] = held
         elif find_expression(cfg.expression_root, dataset) is None:
             outcomes[dataset] = Outcome(dataset, "no-expression",
                                         f"no BEELINE directory or single .h5ad at {cfg.expression_root / dataset}")
         else:
+            if held is not None:
+                log(f"[{dataset}] {held.status}, retried now (--retry-failed): {held.detail}")
             candidates[dataset] = objects
     # Settling: a dataset is trained on once its newest upload is `settle_seconds` old (S3
     # clock) and a fresh listing shows the same files. Fresh uploads are waited for (at most
@@ -185,22 +292,28 @@ def watch_once(cfg: WatchConfig, s3=None, runner: Callable[[WatchConfig, RunRequ
                 del candidates[d]
     for dataset, objects in sorted(candidates.items()):
         source = find_expression(cfg.expression_root, dataset)
-        outcomes[dataset] = _process(cfg, s3, state, dataset, objects, source, runner, workdir, log)
+        outcomes[dataset] = _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clock,
+                                     retry_failed)
     outcomes = [outcomes[d] for d in sorted(outcomes)]
     for o in outcomes:
         log(f"[{o.dataset}] {o.status}" + (f": {o.detail}" if o.detail else ""))
     return outcomes
 
 
-def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log) -> Outcome:
+def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clock, retry_failed) -> Outcome:
     lock = ps.S3Lock(s3, cfg.bucket, ps.lock_key(cfg.prefix, dataset), cfg.lease_seconds)
     if not lock.acquire():
         return Outcome(dataset, "locked", "another watcher holds this dataset's lease")
     lock.start_heartbeat()
     try:
-        done = state.dataset(dataset)  # re-read under the lease: another watcher may have finished
+        current = state.read()  # re-read under the lease: another watcher may have finished (or failed)
+        done = current["datasets"].get(dataset)
         if done and ps.fingerprint(done.get("files", [])) == ps.fingerprint(objects):
             return Outcome(dataset, "up-to-date", "trained by another watcher", done.get("manifest_sha256"))
+        held = held_back(cfg, dataset, current["failed"].get(dataset), objects, clock())
+        if held is not None and not retry_failed:
+            held.detail = f"another watcher's run just failed: {held.detail}"
+            return held
         try:
             manifest_path, manifest = ps.materialize(s3, cfg.bucket, cfg.prefix, dataset, objects, cfg.priors_dir)
         except ps.ChangedDuringDownload as exc:
@@ -209,7 +322,11 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log) -> 
         record = {"manifest_sha256": digest,
                   "files": [{k: f[k] for k in ("key", "rel", "etag", "sha256", "size")} for f in manifest["files"]]}
         if done and done.get("manifest_sha256") == digest:  # same bytes re-uploaded: note the new ETags only
-            state.update(lambda s: s["datasets"][dataset].update(record))
+            def _same(s: dict) -> None:
+                s["datasets"][dataset].update(record)
+                s["failed"].pop(dataset, None)  # a failure of other priors no longer applies
+
+            state.update(_same)
             return Outcome(dataset, "same-content", "ETags changed, content did not: nothing to train", digest)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         req = RunRequest(dataset, write_run_config(cfg.run_config, dataset, source, manifest_path,
@@ -219,9 +336,23 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log) -> 
         rc = runner(cfg, req, log)
         seconds = time.perf_counter() - t0
         if rc != 0:
-            log(f"[{dataset}] run failed (exit {rc}); state unchanged, retried next pass. Log tail:\n"
-                f"{_tail(req.log_path)}")
-            return Outcome(dataset, "failed", f"exit {rc}, log {req.log_path}", digest, seconds)
+            at = clock()
+
+            def _failed(s: dict) -> None:  # not trained: `datasets` keeps the last successful run
+                s["failed"][dataset] = failure_entry(cfg, s["failed"].get(dataset), objects, digest, rc,
+                                                     req.log_path, at)
+
+            entry = state.update(_failed)["failed"][dataset]
+            if entry["next_retry_at"] is None:
+                then = (f"giving up on these priors (max {cfg.max_failures} failures) until they change "
+                        "or --retry-failed")
+            else:
+                due = datetime.fromisoformat(entry["next_retry_at"])
+                then = f"next retry at {_when(due)} (in {_span((due - at).total_seconds())}) unless the priors change"
+            log(f"[{dataset}] run failed (exit {rc}), failure {entry['failures']} in a row on these priors; {then}. "
+                f"Log tail:\n{_tail(req.log_path)}")
+            return Outcome(dataset, "failed", f"exit {rc}, log {req.log_path}; failure {entry['failures']}, {then}",
+                           digest, seconds)
         if lock.lost:
             log(f"[{dataset}] warning: the lease was lost during the run (heartbeat could not renew it)")
 
@@ -229,6 +360,7 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log) -> 
             s["datasets"][dataset] = {**record, "trained_at": datetime.now(timezone.utc).isoformat(),
                                       "seconds": round(seconds, 1), "run_config": str(req.config_path),
                                       "log": str(req.log_path), "manifest": str(manifest_path)}
+            s["failed"].pop(dataset, None)  # the failure streak is over
 
         state.update(_record)
         return Outcome(dataset, "trained", f"{seconds:.0f}s", digest, seconds)
@@ -237,14 +369,15 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log) -> 
 
 
 def watch(cfg: WatchConfig, once: bool = True, interval: float = 900.0, log: Callable[[str], None] = print,
-          max_passes: int | None = None) -> list[Outcome]:
-    """`--once`: one pass. Otherwise a pass every `interval` seconds until stopped."""
+          max_passes: int | None = None, retry_failed: bool = False) -> list[Outcome]:
+    """`--once`: one pass. Otherwise a pass every `interval` seconds until stopped.
+    `retry_failed` applies to the first pass only: later passes back off again."""
     s3 = ps.s3_client(cfg.endpoint_url)
     passes = 0
     while True:
         t0 = time.monotonic()
         try:
-            outcomes = watch_once(cfg, s3, log=log)
+            outcomes = watch_once(cfg, s3, log=log, retry_failed=retry_failed and passes == 0)
         except Exception as exc:  # noqa: BLE001 - a loop survives a transient S3 error
             if once:
                 raise

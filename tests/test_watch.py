@@ -1,9 +1,9 @@
 """The S3 priors watcher against a real moto S3 server on 127.0.0.1.
 
-Fast tests drive `watch_once` in-process with a stand-in runner (state, lock, retry, key
-safety); one end-to-end test runs `scregnet watch --once` as the CronJob does, each pass a
-real training pipeline in its own process, and counts registered versions in
-$SCREGNET_HOME/mlflow.db.
+Fast tests drive `watch_once` in-process with a stand-in runner (state, lock, retry, failure
+backoff with an injected clock, key safety); one end-to-end test runs `scregnet watch --once` as
+the CronJob does, each pass a real training pipeline in its own process, and counts registered
+versions in $SCREGNET_HOME/mlflow.db.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ import pytest
 import yaml
 
 from scregnet import priors_store as ps
-from scregnet.watch import WatchConfig, watch_once
+from scregnet.watch import WatchConfig, held_back, retry_delay, watch_once
 from services import FAKE_AWS, moto_s3, s3_client  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.services
@@ -75,6 +76,24 @@ class FakeRunner:
         return self.codes.pop(0) if self.codes else 0
 
 
+class Clock:
+    """An injected clock the test moves by hand (stands in for the S3 server's clock)."""
+
+    def __init__(self):
+        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _s3_calls(s3) -> list[tuple[str, str]]:
+    """(operation, key) of every request `s3` makes from now on: a botocore event hook, nothing mocked."""
+    calls: list[tuple[str, str]] = []
+    s3.meta.events.register("before-parameter-build.s3",
+                            lambda params, model, **_: calls.append((model.name, params.get("Key", ""))))
+    return calls
+
+
 # ------------------------------------------------------------------------------------
 # keys
 
@@ -119,14 +138,14 @@ def test_unsafe_keys_are_listed_as_refused_and_never_downloaded(moto_s3, bucket,
 def test_state_written_only_after_success_and_crashed_runs_are_retried(moto_s3, bucket, tmp_path, expression_root,
                                                                         network):
     s3 = s3_client(moto_s3.url)
-    cfg = _cfg(tmp_path, bucket, moto_s3.url, expression_root)
+    cfg = _cfg(tmp_path, bucket, moto_s3.url, expression_root, retry_base_seconds=0)  # no backoff (tested below)
     s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:60]))
     state = ps.WatchState(s3, bucket, "incoming/")
 
     runner = FakeRunner(1)  # the run crashes
     [out] = watch_once(cfg, s3, runner, log=lambda m: None)
     assert out.status == "failed" and len(runner.calls) == 1
-    assert state.dataset("synth") is None  # nothing recorded: the change is not lost
+    assert state.dataset("synth") is None  # not recorded as trained: the change is not lost
 
     runner = FakeRunner(0)  # next pass: retried, succeeds, recorded
     [out] = watch_once(cfg, s3, runner, log=lambda m: None)
@@ -206,6 +225,162 @@ def test_fresh_uploads_are_waited_for_within_the_pass(moto_s3, bucket, tmp_path,
     [out] = watch_once(cfg, s3, runner, log=logs.append)
     assert out.status == "trained" and time.monotonic() - t0 >= 1.5
     assert any("settle" in m for m in logs)
+
+
+# ------------------------------------------------------------------------------------
+# failure backoff
+
+
+def test_retry_delays_double_up_to_the_cap_and_no_limit_never_gives_up():
+    assert [retry_delay(n, 900, 6 * 3600) for n in range(1, 8)] == [900, 1800, 3600, 7200, 14400, 21600, 21600]
+    assert retry_delay(0, 900, 3600) == 0 and retry_delay(10_000, 900, 3600) == 3600  # no float overflow
+    objs = [{"rel": "a.csv", "etag": "e1"}]
+    now = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    entry = {"fingerprint": ps.fingerprint(objs), "failures": 50, "last_failed_at": now.isoformat(), "exit_code": 1}
+    cfg = WatchConfig(bucket="b", prefix="p", expression_root=Path("."), priors_dir=Path("."), max_failures=None)
+    held = held_back(cfg, "d", entry, objs, now + timedelta(hours=5))
+    assert held.status == "backoff" and "failed 50x" in held.detail and "in 1h" in held.detail
+    assert held_back(cfg, "d", entry, objs, now + timedelta(hours=6)) is None  # due: retried
+    cfg.max_failures = 50
+    assert held_back(cfg, "d", entry, objs, now + timedelta(days=30)).status == "gave-up"
+    assert held_back(cfg, "d", entry, [{"rel": "a.csv", "etag": "e2"}], now) is None  # other priors: at once
+    assert held_back(cfg, "d", {**entry, "last_failed_at": "yesterday"}, objs, now) is None  # unreadable: not stuck
+
+
+def test_a_failing_dataset_backs_off_doubling_then_gives_up(moto_s3, bucket, tmp_path, expression_root, network):
+    s3 = s3_client(moto_s3.url)
+    cfg = _cfg(tmp_path, bucket, moto_s3.url, expression_root, retry_base_seconds=60, retry_max_seconds=150,
+               max_failures=4)
+    s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:60]))
+    state = ps.WatchState(s3, bucket, "incoming/")
+    runner, clock, logs = FakeRunner(3, 3, 3, 3, 0), Clock(), []
+    calls = _s3_calls(s3)
+
+    def once():
+        [out] = watch_once(cfg, s3, runner, log=logs.append, clock=clock)
+        return out, state.read()["failed"].get("synth")
+
+    t0 = clock.now
+    out, entry = once()
+    assert out.status == "failed" and len(runner.calls) == 1 and "failure 1, next retry at" in out.detail
+    listed = ps.list_priors(s3, bucket, "incoming/").datasets["synth"]
+    assert entry["fingerprint"] == ps.fingerprint(listed) and entry["manifest_sha256"] == out.manifest_sha256
+    assert (entry["failures"], entry["exit_code"], entry["log"]) == (1, 3, str(runner.calls[0].log_path))
+    assert datetime.fromisoformat(entry["last_failed_at"]) == datetime.fromisoformat(entry["first_failed_at"]) == t0
+    assert datetime.fromisoformat(entry["next_retry_at"]) == t0 + timedelta(seconds=60)
+    assert state.dataset("synth") is None  # failed: not marked trained
+    assert any("failure 1 in a row" in m and "next retry at" in m for m in logs)
+
+    # The wait after the n-th failure: 60 s, doubled to 120 s, then capped at 150 s. One second
+    # early the pass holds the dataset back from the listing alone: no download, no lease.
+    at = t0
+    for n, wait in ((1, 60), (2, 120), (3, 150)):
+        calls.clear()
+        clock.now = at + timedelta(seconds=wait - 1)
+        out, _ = once()
+        assert out.status == "backoff" and len(runner.calls) == n, out
+        assert f"failed {n}x in a row" in out.detail and "(in 1s)" in out.detail
+        assert ("GetObject", ps.state_key("incoming/")) in calls  # the hook sees requests...
+        assert not [c for c in calls if c[1].startswith("incoming/synth/") or "/locks/" in c[1]]  # ...but none of these
+        clock.now = at + timedelta(seconds=wait)
+        out, entry = once()
+        assert out.status == "failed" and len(runner.calls) == n + 1
+        assert entry["failures"] == n + 1 and datetime.fromisoformat(entry["last_failed_at"]) == clock.now
+        assert datetime.fromisoformat(entry["first_failed_at"]) == t0
+        at = clock.now
+    assert "giving up on these priors (max 4 failures)" in out.detail and entry["next_retry_at"] is None
+
+    clock.now += timedelta(days=30)  # given up on: however long it waits
+    out, entry = once()
+    assert out.status == "gave-up" and len(runner.calls) == 4 and entry["failures"] == 4
+    assert "failed 4x in a row on these priors (last: exit 3" in out.detail and "--retry-failed" in out.detail
+
+    [out] = watch_once(cfg, s3, runner, log=logs.append, clock=clock, retry_failed=True)  # the operator's override
+    assert out.status == "trained" and len(runner.calls) == 5
+    assert any("gave-up, retried now (--retry-failed)" in m for m in logs)
+    current = state.read()
+    assert "synth" not in current["failed"] and current["datasets"]["synth"]["manifest_sha256"] == out.manifest_sha256
+
+
+def test_new_priors_reset_the_backoff_and_success_clears_it(moto_s3, bucket, tmp_path, expression_root, network):
+    s3 = s3_client(moto_s3.url)
+    cfg = _cfg(tmp_path, bucket, moto_s3.url, expression_root, retry_base_seconds=3600)
+    state = ps.WatchState(s3, bucket, "incoming/")
+    runner, clock = FakeRunner(0, 5, 5, 0), Clock()
+
+    def once():
+        return watch_once(cfg, s3, runner, log=lambda m: None, clock=clock)[0]
+
+    s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:60]))
+    assert once().status == "trained"
+    first = state.dataset("synth")
+
+    s3.put_object(Bucket=bucket, Key="incoming/synth/b.csv", Body=_csv(network.iloc[60:90]))
+    assert once().status == "failed" and len(runner.calls) == 2
+    current = state.read()
+    assert current["datasets"]["synth"] == first  # the last successful run is kept
+    assert current["failed"]["synth"]["failures"] == 1
+    assert once().status == "backoff" and len(runner.calls) == 2  # not "up-to-date", not retried
+
+    # A corrected upload (new ETag) is trained at once, and its failure starts a new count.
+    s3.put_object(Bucket=bucket, Key="incoming/synth/b.csv", Body=_csv(network.iloc[60:100]))
+    assert once().status == "failed" and len(runner.calls) == 3
+    entry = state.read()["failed"]["synth"]
+    assert entry["failures"] == 1 and entry["manifest_sha256"] == runner.calls[2].manifest_path.parent.name
+
+    clock.now += timedelta(seconds=3600)  # due: retried, succeeds
+    out = once()
+    assert out.status == "trained" and len(runner.calls) == 4
+    current = state.read()
+    assert current["failed"] == {}  # the failure entry is cleared...
+    rec = current["datasets"]["synth"]  # ...and the dataset recorded as trained on the new priors
+    assert rec["manifest_sha256"] == out.manifest_sha256 != first["manifest_sha256"]
+    assert sorted(f["rel"] for f in rec["files"]) == ["a.csv", "b.csv"]
+    assert once().status == "up-to-date" and len(runner.calls) == 4
+
+
+def test_cli_backoff_flags_and_retry_failed(moto_s3, bucket, tmp_path, expression_root, network, monkeypatch):
+    import signal
+
+    from click.testing import CliRunner
+
+    import scregnet.watch
+    from scregnet.cli import main
+
+    for k, v in FAKE_AWS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SCREGNET_HOME", str(tmp_path / "home"))
+    runner = FakeRunner(7, 0)
+    monkeypatch.setattr(scregnet.watch, "run_subprocess", runner)  # the default runner of `scregnet watch`
+    s3 = s3_client(moto_s3.url)
+    s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:60]))
+    base = ["watch", "--bucket", bucket, "--prefix", "incoming", "--endpoint-url", moto_s3.url,
+            "--expression-root", str(expression_root), "--settle", "0", "--once"]
+    sigterm = signal.getsignal(signal.SIGTERM)  # the command installs its own handler
+    try:
+        r = CliRunner().invoke(main, [*base, "--retry-base", "-1"])
+        assert r.exit_code == 2 and "must not be negative" in r.output
+
+        r = CliRunner().invoke(main, [*base, "--retry-base", "600"])
+        assert r.exit_code == 1 and "[synth] failed: exit 7" in r.output and len(runner.calls) == 1, r.output
+        entry = ps.WatchState(s3, bucket, "incoming").read()["failed"]["synth"]
+        # recorded by the S3 server's clock (moto runs on this host, so it is close to ours)
+        assert abs((datetime.fromisoformat(entry["last_failed_at"]) - datetime.now(timezone.utc)).total_seconds()) < 60
+        assert (datetime.fromisoformat(entry["next_retry_at"]) -
+                datetime.fromisoformat(entry["last_failed_at"])).total_seconds() == 600
+
+        r = CliRunner().invoke(main, [*base, "--retry-base", "600"])
+        assert r.exit_code == 0 and "[synth] backoff: failed 1x" in r.output and len(runner.calls) == 1, r.output
+        assert "1 backing off" in r.output
+
+        r = CliRunner().invoke(main, [*base, "--max-failures", "1"])
+        assert r.exit_code == 0 and "[synth] gave-up" in r.output and "1 given up on" in r.output, r.output
+
+        r = CliRunner().invoke(main, [*base, "--max-failures", "1", "--retry-failed"])
+        assert r.exit_code == 0 and "[synth] trained" in r.output and len(runner.calls) == 2, r.output
+        assert "synth" not in ps.WatchState(s3, bucket, "incoming").read()["failed"]
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 # ------------------------------------------------------------------------------------
