@@ -2,13 +2,20 @@
 
 Input: a table with columns `tf` and `target` of gene symbols (the registered signature;
 `Gene1`, `Gene2` are accepted when the model is called without schema enforcement).
-Output: the same pairs with `score` = P(edge). Works with `mlflow models serve`.
+Symbols are matched case-insensitively. Output: the same pairs, upper-cased, with
+`score` = P(edge). Works with `mlflow models serve` (see README, "Serving").
+
+Bad input (a missing column, an empty symbol, a gene the model was not trained on) raises
+`MlflowException` with error code INVALID_PARAMETER_VALUE and a message naming the column or
+the genes, so the scoring server answers HTTP 400 with that message (any other exception
+becomes a generic "unexpected error" there, with the reason only in a stack trace).
 """
 
 from __future__ import annotations
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 
 
@@ -23,10 +30,22 @@ class ScRegNetPyfunc(mlflow.pyfunc.PythonModel):
         tf_col = cols.get("tf") or cols.get("gene1")
         target_col = cols.get("target") or cols.get("gene2")
         if tf_col is None or target_col is None:
-            raise ValueError(f"expected columns tf,target (or Gene1,Gene2); got {list(model_input.columns)}")
-        tfs = model_input[tf_col].astype(str).str.upper().tolist()
-        targets = model_input[target_col].astype(str).str.upper().tolist()
-        return pd.DataFrame({"tf": tfs, "target": targets, "score": self.bundle.score_symbols(tfs, targets)})
+            missing = [name for name, col in (("tf", tf_col), ("target", target_col)) if col is None]
+            raise MlflowException.invalid_parameter_value(
+                f"missing column(s) {missing}: expected columns tf,target (or Gene1,Gene2); "
+                f"got {list(model_input.columns)}")
+        for col in (tf_col, target_col):
+            empty = model_input[col].isna().to_numpy() | (model_input[col].astype(str).str.strip() == "").to_numpy()
+            if empty.any():
+                rows = [int(i) for i in empty.nonzero()[0][:10]]
+                raise MlflowException.invalid_parameter_value(f"column {col!r} has empty gene symbols at rows {rows}")
+        tfs = model_input[tf_col].astype(str).str.strip().str.upper().tolist()
+        targets = model_input[target_col].astype(str).str.strip().str.upper().tolist()
+        try:
+            scores = self.bundle.score_symbols(tfs, targets)
+        except KeyError as exc:  # unknown genes: the caller's input, not a server fault
+            raise MlflowException.invalid_parameter_value(str(exc.args[0])) from exc
+        return pd.DataFrame({"tf": tfs, "target": targets, "score": scores})
 
 
 set_model(ScRegNetPyfunc())
