@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -215,7 +216,7 @@ class TrialTracker:
         ps = [Param(k, str(v)) for k, v in params.items()]
         self.tracking.with_retries(lambda: self.client.log_batch(run_id, metrics=metrics, params=ps), "log a trial")
         self.tracking.with_retries(lambda: self.client.set_tag(run_id, "optuna_state", state), "tag a trial")
-        status = "FINISHED" if state != "FAIL" else "FAILED"
+        status = "KILLED" if self.tracking.was_killed(run_id) else "FINISHED" if state != "FAIL" else "FAILED"
         self.tracking.with_retries(lambda: self.client.set_terminated(run_id, status), "close a trial run")
 
 
@@ -274,25 +275,29 @@ def make_objective(inputs: ModelInputs, split: Split, config: RunConfig, tracker
         raise ValueError("the objective must not receive test pairs: pass without_test(split)")
 
     def objective(trial) -> float:
+        from scregnet import tracking
+
         params = suggest(trial, config)
         cfg = trial_config(config, params)
         report = _Report(trial)
         run_id = tracker.start(trial, tags or {}) if tracker else None
         t0 = time.perf_counter()
         state, value = "FAIL", None
-        try:
-            result = fit(inputs, split, cfg.model, cfg.train, on_eval=report)
-            value, state = float(result.best_val), "COMPLETE"
-            trial.set_user_attr("best_epoch", int(result.best_epoch))
-            return value
-        except optuna.TrialPruned:
-            state = "PRUNED"
-            value = max((v for _, v in report.curve), default=None)
-            raise
-        finally:
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            if tracker and run_id:
-                tracker.finish(run_id, trial, params, state, value, report.curve, time.perf_counter() - t0)
+        # SIGTERM/SIGINT: the trial's run (and, via the outer guard, the parent) is marked KILLED.
+        with tracking.run_guard(run_id, config) if run_id else nullcontext():
+            try:
+                result = fit(inputs, split, cfg.model, cfg.train, on_eval=report)
+                value, state = float(result.best_val), "COMPLETE"
+                trial.set_user_attr("best_epoch", int(result.best_epoch))
+                return value
+            except optuna.TrialPruned:
+                state = "PRUNED"
+                value = max((v for _, v in report.curve), default=None)
+                raise
+            finally:
+                trial.set_user_attr("seconds", time.perf_counter() - t0)
+                if tracker and run_id:
+                    tracker.finish(run_id, trial, params, state, value, report.curve, time.perf_counter() - t0)
 
     return objective
 
@@ -358,11 +363,14 @@ def run_study(dataset: GRNDataset, config: RunConfig, embedding: GeneEmbedding |
         tracker = TrialTracker(config, _parent_run(config, study, tags, parent_run_id))
     objective = make_objective(inputs, without_test(split), config, tracker, tags)
     if done < target:
-        study.optimize(objective, n_trials=target - done,
-                       timeout=timeout if timeout is not None else config.tune.timeout,
-                       callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                    TrialState.FAIL))],
-                       catch=(RuntimeError, ValueError))
+        from scregnet import tracking
+
+        with tracking.run_guard(tracker.parent, config) if tracker else nullcontext():  # a kill: parent KILLED
+            study.optimize(objective, n_trials=target - done,
+                           timeout=timeout if timeout is not None else config.tune.timeout,
+                           callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                        TrialState.FAIL))],
+                           catch=(RuntimeError, ValueError))
     log.info("study %s: %s", name, state_counts(study))
     return study, split
 
@@ -400,20 +408,23 @@ def tune(dataset: GRNDataset, config: RunConfig, embedding: GeneEmbedding | None
                         config_overrides(best.params, config), state_counts(study), 0.0,
                         study_seconds=study_seconds,
                         parent_run_id=study.user_attrs.get("mlflow_parent_run_id") if track else None)
-    if retrain if retrain is not None else config.tune.retrain:
-        result.final, result.final_run_id = retrain_and_evaluate(dataset, inputs, split, config, best.params, track,
-                                                                 result.parent_run_id)
-    result.seconds = time.perf_counter() - t0
-    out = out_dir or home() / "tune" / study.study_name
-    path = best_params_artifact(result, Path(out))
-    if track and result.parent_run_id:
-        tracking.log_artifacts(result.parent_run_id, path.parent, "tuning", config)
-        tracking.log_metrics(result.parent_run_id, {f"best_val_{config.tune.metric}": result.best_value,
-                                                    **{f"n_trials_{k.lower()}": v for k, v in result.counts.items()},
-                                                    **{f"final_{k}": v for k, v in _flat_final(result.final).items()}},
-                             config)
-        if parent_run_id is None:
-            tracking.end_run(result.parent_run_id, "FINISHED", config)
+    # The parent run this call closes (none was given): a kill while retraining marks it KILLED.
+    owned = result.parent_run_id if parent_run_id is None else None
+    with tracking.run_guard(owned, config) if owned else nullcontext():
+        if retrain if retrain is not None else config.tune.retrain:
+            result.final, result.final_run_id = retrain_and_evaluate(dataset, inputs, split, config, best.params,
+                                                                     track, result.parent_run_id)
+        result.seconds = time.perf_counter() - t0
+        out = out_dir or home() / "tune" / study.study_name
+        path = best_params_artifact(result, Path(out))
+        if track and result.parent_run_id:
+            tracking.log_artifacts(result.parent_run_id, path.parent, "tuning", config)
+            tracking.log_metrics(result.parent_run_id, {
+                f"best_val_{config.tune.metric}": result.best_value,
+                **{f"n_trials_{k.lower()}": v for k, v in result.counts.items()},
+                **{f"final_{k}": v for k, v in _flat_final(result.final).items()}}, config)
+            if owned:
+                tracking.end_run(result.parent_run_id, "FINISHED", config)
     return result
 
 

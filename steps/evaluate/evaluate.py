@@ -32,7 +32,7 @@ def flat_metrics(model: dict, baselines: dict) -> dict[str, float]:
 def evaluate(model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str) -> tuple[
     Annotated[dict, "metrics"], Annotated[HTMLString, "evaluation_report"]
 ]:
-    try:
+    with tracking.holding_run(mlflow_run_id, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
         ev = evaluate_model(model, split)
         flat = flat_metrics(ev.model, ev.baselines)
         tracking.log_metrics(mlflow_run_id, flat, config)
@@ -47,7 +47,4 @@ def evaluate(model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id:
         record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
         # Shown as the step's visualisation in the ZenML dashboard (the same figures as in MLflow).
         report = HTMLString(html_report(f"test: {title}", {"model": ev.model["test"], **ev.baselines["test"]}, figures))
-    except BaseException:
-        tracking.fail_run(mlflow_run_id, config)
-        raise
     return {"val": ev.model.get("val", {}), "test": ev.model["test"], "baselines": ev.baselines}, report

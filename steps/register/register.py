@@ -23,26 +23,25 @@ def mirror_to_zenml(promoted: bool) -> None:
 
 @step(enable_cache=False)
 def register(model: ModelBundle, split: Split, metrics: dict, config: RunConfig, mlflow_run_id: str) -> Annotated[dict, "promotion"]:
-    if not config.registry.enabled:
-        tracking.end_run(mlflow_run_id, "FINISHED", config)
-        return {"registered": False}
-    try:
+    with tracking.holding_run(mlflow_run_id, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
+        if not config.registry.enabled:
+            tracking.end_run(mlflow_run_id, "FINISHED", config)
+            return {"registered": False}
         name = registry.model_name(config.registry.model_prefix, model.meta["dataset"])
         uri = registry.log_model(mlflow_run_id, model, config)
         test = {k: v for k, v in metrics["test"].items() if k in ("auroc", "auprc", "per_tf_auroc", "per_tf_auprc")}
         zenml_version = str(get_step_context().model.version) if get_step_context().model else ""
-        decision = registry.register(
-            mlflow_run_id, uri, name, test, split.hash(), metric=config.registry.promotion_metric,
-            margin=config.registry.promotion_margin, split_test=split.test, genes=model.genes, config=config,
-            extra_tags={"zenml_model_version": zenml_version},
-        )
-        registry.apply_promotion(decision, mirror_to_zenml, config)
-        tracking.set_tags(mlflow_run_id, {"registered_model": name, "registered_version": decision.version,
-                                          "promotion": "promoted" if decision.promoted else "rejected"}, config)
-        record({"mlflow_model": name, "mlflow_version": decision.version, "promoted": decision.promoted,
-                      "reason": decision.reason})
-    except BaseException:
-        tracking.fail_run(mlflow_run_id, config)
-        raise
-    tracking.end_run(mlflow_run_id, "FINISHED", config)
+        # A kill waits for this block: no version, or a complete one with its run FINISHED.
+        with tracking.signals_deferred():
+            decision = registry.register(
+                mlflow_run_id, uri, name, test, split.hash(), metric=config.registry.promotion_metric,
+                margin=config.registry.promotion_margin, split_test=split.test, genes=model.genes, config=config,
+                extra_tags={"zenml_model_version": zenml_version},
+            )
+            registry.apply_promotion(decision, mirror_to_zenml, config)
+            tracking.set_tags(mlflow_run_id, {"registered_model": name, "registered_version": decision.version,
+                                              "promotion": "promoted" if decision.promoted else "rejected"}, config)
+            record({"mlflow_model": name, "mlflow_version": decision.version, "promoted": decision.promoted,
+                    "reason": decision.reason})
+            tracking.end_run(mlflow_run_id, "FINISHED", config)
     return decision.as_dict()

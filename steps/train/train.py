@@ -34,7 +34,7 @@ def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbe
     dataset = GRNDataset.from_parts(expression, priors)
     split = make_split(dataset.label_graph(), config.split)
     run_id = tracking.start_run(config, run_tags(config, dataset) | {"split_sha256": split.hash()})
-    try:
+    with tracking.holding_run(run_id, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
         with tempfile.TemporaryDirectory() as tmp:
             gene_embedding.save(tmp)
             tracking.log_artifacts(run_id, tmp, "embedding", config)
@@ -51,7 +51,4 @@ def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbe
                                       "embedding_coverage": float(inputs.embedding_found.mean())
                                       if inputs.embedding_found is not None else 0.0}, config)
         model = bundle(result, inputs, config.model, dataset=dataset.name, split_sha256=split.hash(), tfs=dataset.tfs)
-    except BaseException:
-        tracking.fail_run(run_id, config)
-        raise
     return model, split, run_id

@@ -43,12 +43,9 @@ def tune(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbed
             "zenml_pipeline_run": run_name}
     tags.pop("optuna_storage", None)
     parent = tracking.start_run(config, tags, run_name=f"tune-{run_name}")
-    try:
+    with tracking.holding_run(parent, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
         result = run_tune(dataset, config, gene_embedding, parent_run_id=parent, retrain=False)
-    except BaseException:
-        tracking.fail_run(parent, config)
-        raise
-    tracking.end_run(parent, "FINISHED", config)
+        tracking.end_run(parent, "FINISHED", config)
     record({"study": result.study_name, "best_value": result.best_value, "trials": result.counts,
                   "study_seconds": result.study_seconds, "best_params": result.best_params})
     return result.as_dict(), apply_params(config, result.best_params), parent
