@@ -66,12 +66,11 @@ def fast_config():
 _ISOLATED_PREFIXES = ("MLFLOW_", "ZENML_", "SCREGNET_", "AWS_", "OPTUNA_")
 
 
-@pytest.fixture(autouse=True)
-def _isolate_global_state():
-    """Each test gets back the session's MLflow/ZenML/AWS environment and MLflow's global URIs,
-    so a test that pointed MLflow at a (since stopped) server cannot leak into the next one."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith(_ISOLATED_PREFIXES)}
-    yield
+def _snapshot() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_ISOLATED_PREFIXES)}
+
+
+def _restore(saved: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith(_ISOLATED_PREFIXES)]:
         if key not in saved:
             del os.environ[key]
@@ -83,3 +82,25 @@ def _isolate_global_state():
     mlflow.set_registry_uri(uri)
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+_SESSION_ENV = _snapshot()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolate_module_state():
+    """Back to the session's environment after each module. A module-scoped fixture runs before
+    the per-test snapshot below, so what it sets (`mlflow.set_tracking_uri` also writes
+    MLFLOW_TRACKING_URI) would otherwise become every later test's baseline: a stopped server's
+    URI then leaks into the next modules."""
+    yield
+    _restore(_SESSION_ENV)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_global_state():
+    """Each test gets back the module's MLflow/ZenML/AWS environment and MLflow's global URIs,
+    so a test that pointed MLflow at a (since stopped) server cannot leak into the next one."""
+    saved = _snapshot()
+    yield
+    _restore(saved)

@@ -92,7 +92,9 @@ def test_mlflow_server_stopped_mid_run_leaves_no_half_registered_model(tmp_path,
     from tests.services import _stop, start_mlflow
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    # A stopped server refuses connections at once; the timeout only guards the live calls,
+    # which can take seconds on a loaded 2-core machine.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     monkeypatch.setattr(tracking, "RETRY_BASE_SECONDS", 0.05)
     server = start_mlflow(tmp_path)
     try:
