@@ -65,6 +65,18 @@ def flops_per_cell(config, n_tokens: np.ndarray, depth: int) -> np.ndarray:
     return depth * (2.0 * per_layer * n_tokens + 4.0 * n_tokens.astype(np.float64) ** 2 * d)
 
 
+def _return_freed_memory() -> None:
+    """glibc keeps freed heap pages; hand them back so RSS starts from what is really in use."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the reading may then undercount
+        pass
+
+
 class PeakMemory:
     """CUDA: max allocated bytes. CPU: peak RSS increase over the run (sampled every 5 ms)."""
 
@@ -86,6 +98,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            _return_freed_memory()  # else memory the previous path freed hides this path's peak
             self.base = self._rss()
             self._thread = threading.Thread(target=self._watch, daemon=True)
             self._thread.start()
