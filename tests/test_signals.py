@@ -46,6 +46,12 @@ def _run(cfg: RunConfig, run_id: str):
     return MlflowClient(tracking_uri=cfg.tracking.tracking_uri).get_run(run_id)
 
 
+def _assert_killed_by(cfg: RunConfig, run_id: str, signame: str) -> None:
+    run = _run(cfg, run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.KILLED_SIGNAL_TAG] == signame
+
+
 def _signal_self(sig: int) -> None:
     """Send `sig` to this process and give the handler the chance to run (it raises)."""
     os.kill(os.getpid(), sig)
@@ -84,9 +90,7 @@ def test_sigterm_marks_the_run_killed_raises_and_restores_the_handler(cfg, previ
     assert cleaned == [True]  # `finally` blocks run
     assert calls == [signal.SIGTERM]  # the previous handler still heard about it
     assert signal.getsignal(signal.SIGTERM) is handler
-    run = _run(cfg, run_id)
-    assert run.info.status == "KILLED"
-    assert run.data.tags[tracking.KILLED_SIGNAL_TAG] == "SIGTERM"
+    _assert_killed_by(cfg, run_id, "SIGTERM")
 
 
 def test_sigint_marks_the_run_killed_and_raises_keyboard_interrupt(cfg):
@@ -96,9 +100,7 @@ def test_sigint_marks_the_run_killed_and_raises_keyboard_interrupt(cfg):
         with tracking.holding_run(run_id, cfg):  # the step form: its fail_run must not win
             _signal_self(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
-    run = _run(cfg, run_id)
-    assert run.info.status == "KILLED"
-    assert run.data.tags[tracking.KILLED_SIGNAL_TAG] == "SIGINT"
+    _assert_killed_by(cfg, run_id, "SIGINT")
 
 
 def test_an_ordinary_exception_marks_the_run_failed_not_killed(cfg):
