@@ -31,6 +31,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def beeline_label_graph(cell_type: str, size: str = "TFs500"):
+    """The label graph of a shared BEELINE dataset (skips without ../shared)."""
+    from scregnet.data import label_graph_from_symbols, load_beeline_labels
+
+    genes, _, priors = load_beeline_labels(shared_path("beeline", "Specific", cell_type, size))
+    return label_graph_from_symbols(genes, priors)
+
+
+def pair_set(arr) -> set[tuple[int, int]]:
+    """(tf, target) index pairs of a split part array [N, >=2] as a set."""
+    return set(map(tuple, arr[:, :2].tolist()))
+
+
 @pytest.fixture
 def beeline():
     return lambda cell: shared_path("beeline", "Specific", cell, "TFs500")

@@ -143,24 +143,23 @@ def start_mlflow(workdir: Path, timeout: float = 120.0) -> Service:
     return Service(f"http://{HOST}:{port}", proc, log, {"db": db, "artifacts": artifacts})
 
 
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1:<free port>; yields the Service (url = endpoint)."""
-    svc = start_moto(tmp_path_factory.mktemp("moto"))
+def _running(svc: Service):
     try:
         yield svc
     finally:
         _stop(svc.proc)
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1:<free port>; yields the Service (url = endpoint)."""
+    yield from _running(start_moto(tmp_path_factory.mktemp("moto")))
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking + registry server (sqlite, local artifacts) on 127.0.0.1."""
-    svc = start_mlflow(tmp_path_factory.mktemp("mlflow"))
-    try:
-        yield svc
-    finally:
-        _stop(svc.proc)
+    yield from _running(start_mlflow(tmp_path_factory.mktemp("mlflow")))
 
 
 def s3_client(endpoint: str):

@@ -10,21 +10,15 @@ import pytest
 
 from scregnet.config import SplitConfig
 from scregnet.splits import PARTS, candidate_pairs, degree_aware_negatives, make_split
+from tests.conftest import beeline_label_graph
+from tests.conftest import pair_set as _pairs
 
 PROTOCOLS = ["genelink", "heldout_tf", "heldout_target", "heldout_both"]
 
 
 @pytest.fixture(scope="module")
 def graph():
-    from scregnet.data import label_graph_from_symbols, load_beeline_labels
-    from tests.conftest import shared_path
-
-    genes, _, priors = load_beeline_labels(shared_path("beeline", "Specific", "mDC", "TFs500"))
-    return label_graph_from_symbols(genes, priors)
-
-
-def _pairs(arr):
-    return set(map(tuple, arr[:, :2].tolist()))
+    return beeline_label_graph("mDC")
 
 
 def _check_common(split, graph):

@@ -4,21 +4,15 @@ import numpy as np
 import pytest
 
 from scregnet.config import SplitConfig
-from scregnet.data import label_graph_from_symbols, load_beeline_labels
 from scregnet.errors import DataError
 from scregnet.splits import PARTS, candidate_pairs, genelink_split, heldout_split, make_split, read_split_dir
+from tests.conftest import beeline_label_graph
+from tests.conftest import pair_set as _pairs
 
 
 @pytest.fixture(scope="module")
 def hesc_graph():
-    from tests.conftest import shared_path
-
-    genes, _, priors = load_beeline_labels(shared_path("beeline", "Specific", "hESC", "TFs500"))
-    return label_graph_from_symbols(genes, priors)
-
-
-def _pairs(arr):
-    return set(map(tuple, arr[:, :2].tolist()))
+    return beeline_label_graph("hESC")
 
 
 def test_genelink_split_reproduces_the_published_hesc_counts(hesc_graph):
