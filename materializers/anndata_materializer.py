@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import anndata as ad
 import numpy as np
 from zenml.enums import ArtifactType
+
 from materializers._io import DirectoryMaterializer
 
 FILENAME = "data.h5ad"

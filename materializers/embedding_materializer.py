@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.io import fileio
+
 from materializers._io import DirectoryMaterializer
 from scregnet.embeddings.base import GeneEmbedding
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from zenml.enums import ArtifactType
+
 from materializers._io import DirectoryMaterializer
 from scregnet.embeddings.geneformer import GeneSums
 

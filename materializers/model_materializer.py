@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from zenml.enums import ArtifactType
+
 from materializers._io import DirectoryMaterializer
 from scregnet.serialize import ModelBundle
 

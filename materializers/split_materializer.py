@@ -7,6 +7,7 @@ import os
 from typing import Any, ClassVar
 
 from zenml.enums import ArtifactType
+
 from materializers._io import DirectoryMaterializer
 from scregnet.splits import Split, read_split_dir
 

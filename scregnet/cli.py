@@ -345,7 +345,8 @@ def watch(bucket, prefix, endpoint_url, expression_root, config_file, priors_dir
     from collections import Counter
 
     from scregnet.priors_store import UnsafeKeyError, normalize_prefix
-    from scregnet.watch import WatchConfig, watch as watch_loop
+    from scregnet.watch import WatchConfig
+    from scregnet.watch import watch as watch_loop
 
     if once == (interval is not None):
         _fail("give exactly one of --once or --interval SECONDS", 2)
@@ -394,7 +395,8 @@ def watch(bucket, prefix, endpoint_url, expression_root, config_file, priors_dir
 @click.option("--tracking-uri", default=None, help="MLflow tracking server (default: config, env, $SCREGNET_HOME).")
 def predict(dataset, model, out, tfs_file, top, min_score, config_file, tracking_uri) -> None:
     """Score every TF x gene pair with a registered model and write a ranked network."""
-    from scregnet.predict import OUTPUT_SUFFIXES, predict as run_predict, read_tf_list
+    from scregnet.predict import OUTPUT_SUFFIXES, read_tf_list
+    from scregnet.predict import predict as run_predict
 
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         _fail(f"--out: use one of {', '.join(OUTPUT_SUFFIXES)}", 2)
@@ -545,7 +547,8 @@ def tune(data, trials, timeout, storage, study_name, protocol, degree_aware, emb
 @click.option("--ui-help", is_flag=True, default=False, help="Print how to build the same view in the MLflow UI.")
 def compare(dataset, protocol, experiment, tags, by, out, ui_help) -> None:
     """Runs in the MLflow store, grouped by tags: model vs trivial baselines on test, mean ± std."""
-    from scregnet.compare import UI_HELP, compare as run_compare
+    from scregnet.compare import UI_HELP
+    from scregnet.compare import compare as run_compare
 
     extra = {}
     for t in tags:

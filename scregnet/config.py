@@ -41,7 +41,7 @@ class DataConfig(_Section):
     prior_manifest: Path | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
+    def _one_source(self) -> DataConfig:
         if self.replace_labels and not self.priors:
             raise ValueError("data: 'replace_labels' needs at least one 'priors' table")
         if self.path is not None and self.h5ad is not None:

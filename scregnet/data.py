@@ -100,7 +100,7 @@ class GRNDataset:
         return adata
 
     @classmethod
-    def from_parts(cls, adata, priors: pd.DataFrame) -> "GRNDataset":
+    def from_parts(cls, adata, priors: pd.DataFrame) -> GRNDataset:
         return cls(
             name=str(adata.uns.get("dataset", "dataset")),
             adata=adata,

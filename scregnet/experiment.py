@@ -7,8 +7,8 @@ exactly once per trained model, after selection on validation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -16,8 +16,8 @@ from scregnet.baselines import evaluate_baselines
 from scregnet.data import GRNDataset
 from scregnet.embeddings.base import GeneEmbedding
 from scregnet.metrics import evaluate_scores
-from scregnet.splits import Split, make_split
 from scregnet.serialize import ModelBundle
+from scregnet.splits import Split, make_split
 from scregnet.train import ModelInputs, TrainResult, bundle, fit
 
 

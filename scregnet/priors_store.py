@@ -33,11 +33,12 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 STATE_DIR = ".scregnet-watch"  # under the prefix; dataset names may not start with "."
 STATE_FILE = "state.json"
@@ -181,7 +182,7 @@ def is_settled(objects: list[PriorObject], now: datetime | None, settle_seconds:
     """True when the newest object is at least `settle_seconds` old (server clock if known)."""
     if settle_seconds <= 0 or not objects:
         return bool(objects)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     newest = max(o.last_modified for o in objects)
     return (now - newest).total_seconds() >= settle_seconds
 
@@ -235,7 +236,7 @@ def materialize(s3, bucket: str, prefix: str, dataset: str, objects: list[PriorO
                           "last_modified": obj.last_modified.isoformat(), "sha256": _download(s3, bucket, obj, local)})
         digest = manifest_sha256(files)
         manifest = {"dataset": dataset, "bucket": bucket, "prefix": normalize_prefix(prefix), "sha256": digest,
-                    "created": datetime.now(timezone.utc).isoformat(), "files": files}
+                    "created": datetime.now(UTC).isoformat(), "files": files}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
         final = base / digest
         try:
@@ -343,7 +344,7 @@ class WatchState:
             value.setdefault("datasets", {})
             value.setdefault("failed", {})
             fn(value)
-            value["updated"] = datetime.now(timezone.utc).isoformat()
+            value["updated"] = datetime.now(UTC).isoformat()
             try:
                 put_json(self.s3, self.bucket, self.key, value, if_match=etag, if_none_match=etag is None)
                 return value
@@ -380,7 +381,7 @@ class S3Lock:
 
     def _body(self) -> dict:
         return {"owner": self.owner, "token": self.token, "lease_seconds": self.lease,
-                "written": datetime.now(timezone.utc).isoformat()}
+                "written": datetime.now(UTC).isoformat()}
 
     def _verify(self) -> bool:
         if self.verify_delay:
@@ -400,7 +401,7 @@ class S3Lock:
             if _is_missing(exc) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")) == "404":
                 return True, None
             raise
-        now = _server_time(head) or datetime.now(timezone.utc)
+        now = _server_time(head) or datetime.now(UTC)
         age = (now - head["LastModified"]).total_seconds()
         return age > self.lease, _etag(head.get("ETag"))
 
@@ -462,7 +463,7 @@ class S3Lock:
                     raise
             self.etag = None
 
-    def __enter__(self) -> "S3Lock":
+    def __enter__(self) -> S3Lock:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -88,7 +88,7 @@ class ModelBundle:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ModelBundle":
+    def load(cls, directory: str | Path) -> ModelBundle:
         """Read a saved bundle; refuses files whose checksum does not match."""
         directory = Path(directory)
         if not (directory / CONFIG).is_file():

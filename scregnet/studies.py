@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,10 @@ def noise_markdown(report: dict) -> str:
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         for level in dict.fromkeys(r["level"] for r in rows if r["dataset"] == ds):
             sel = [r for r in rows if r["dataset"] == ds and r["level"] == level]
-            f = lambda src, k: f"{np.mean([r[src][k] for r in sel]):.3f} ± {np.std([r[src][k] for r in sel]):.3f}"  # noqa: E731
+
+            def f(src: str, k: str, sel=sel) -> str:
+                return f"{np.mean([r[src][k] for r in sel]):.3f} ± {np.std([r[src][k] for r in sel]):.3f}"
+
             lines.append(f"| {ds} | {level:.0%} | {len(sel)} | {f('model', 'auroc')} | {f('model', 'auprc')} "
                          f"| {f('label_count', 'auroc')} | {f('label_count', 'auprc')} |")
     return "\n".join(lines) + "\n"

@@ -14,9 +14,10 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _killed: dict[str, str] = {}  # run id -> signal name: runs this process marked KILLED
 _ended: set[str] = set()  # runs this process closed: a later signal must not turn FINISHED into KILLED
-_guards: list["_RunGuard"] = []  # active guards, innermost last
+_guards: list[_RunGuard] = []  # active guards, innermost last
 _defer = {"depth": 0, "pending": []}
 
 
@@ -225,7 +226,7 @@ class _RunGuard:
         self.run_id, self.config = run_id, config
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_RunGuard":
+    def __enter__(self) -> _RunGuard:
         # Python runs signal handlers in the main thread only and refuses to install one from
         # another thread (ValueError). A step run on a worker thread (e.g. by a thread-pool
         # orchestrator) cannot receive the signal, so there is nothing to do there.

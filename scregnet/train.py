@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class ModelInputs:
     embedding_found: np.ndarray | None = None
 
     @classmethod
-    def build(cls, dataset: GRNDataset, embedding: GeneEmbedding | None) -> "ModelInputs":
+    def build(cls, dataset: GRNDataset, embedding: GeneEmbedding | None) -> ModelInputs:
         genes = dataset.genes
         if embedding is None or embedding.dim == 0:
             return cls(genes, dataset.zscored_features())

@@ -172,7 +172,7 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
         E.ExpectColumnValuesToBeInSet(column="self_loop", value_set=[False]),
     ]
     _, prior_result = _run_suite(context, "priors", priors, prior_exps)
-    for kind, col, res in _failures(prior_result):
+    for kind, col, _ in _failures(prior_result):
         if kind == "expect_table_row_count_to_be_between":
             report.problems.append(f"{prior_file}: no prior edges; expected at least one TF -> target pair")
             continue

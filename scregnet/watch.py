@@ -32,10 +32,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -181,13 +181,13 @@ def server_clock(listing: ps.Listing) -> Callable[[], datetime]:
     seconds, like `Date`: a failure stamped at 12:00:00.7 must not look later than the
     next listing's `Date: 12:00:00` (taken at 12:00:00.9)."""
     if listing.server_time is None:
-        return lambda: datetime.now(timezone.utc).replace(microsecond=0)
+        return lambda: datetime.now(UTC).replace(microsecond=0)
     base, t0 = listing.server_time, time.monotonic()
     return lambda: (base + timedelta(seconds=time.monotonic() - t0)).replace(microsecond=0)
 
 
 def _when(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _span(seconds: float) -> str:
@@ -278,7 +278,7 @@ def watch_once(cfg: WatchConfig, s3=None, runner: Callable[[WatchConfig, RunRequ
     # `settle_seconds`) within this pass, so `--once` right after an upload still trains.
     young = {d for d, objs in candidates.items() if not ps.is_settled(objs, listing.server_time, cfg.settle_seconds)}
     if young:
-        now = listing.server_time or datetime.now(timezone.utc)
+        now = listing.server_time or datetime.now(UTC)
         wait = max(cfg.settle_seconds - (now - max(o.last_modified for o in candidates[d])).total_seconds()
                    for d in young)
         log(f"waiting {max(wait, 0):.0f}s for uploads to settle: {', '.join(sorted(young))}")
@@ -328,7 +328,7 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clo
 
             state.update(_same)
             return Outcome(dataset, "same-content", "ETags changed, content did not: nothing to train", digest)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         req = RunRequest(dataset, write_run_config(cfg.run_config, dataset, source, manifest_path,
                                                    workdir / "runs" / f"{dataset}-{digest[:12]}-{stamp}.yaml"),
                          manifest_path, workdir / "logs" / f"{dataset}-{digest[:12]}-{stamp}.log")
@@ -357,7 +357,7 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clo
             log(f"[{dataset}] warning: the lease was lost during the run (heartbeat could not renew it)")
 
         def _record(s: dict) -> None:
-            s["datasets"][dataset] = {**record, "trained_at": datetime.now(timezone.utc).isoformat(),
+            s["datasets"][dataset] = {**record, "trained_at": datetime.now(UTC).isoformat(),
                                       "seconds": round(seconds, 1), "run_config": str(req.config_path),
                                       "log": str(req.log_path), "manifest": str(manifest_path)}
             s["failed"].pop(dataset, None)  # the failure streak is over

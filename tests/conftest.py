@@ -18,6 +18,9 @@ from scregnet.home import configure  # noqa: E402
 configure()
 os.environ["ZENML_LOGGING_VERBOSITY"] = "WARN"
 
+# The service fixtures (real MLflow server, moto S3 server on 127.0.0.1), visible to every module.
+from services import mlflow_server, moto_s3  # noqa: E402, F401
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCREGNET_SHARED", REPO.parent / "shared"))
 BEELINE = SHARED / "beeline" / "Specific"

@@ -24,8 +24,9 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -609,10 +610,10 @@ def test_dockerfile_structure():
 
 
 def test_dockerignore_keeps_the_context_small():
-    lines = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()]
-    lines = [l for l in lines if l and not l.startswith("#")]
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
     assert lines[0] == "*", ".dockerignore should be an allowlist"
-    allowed = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert not allowed & {".venv", ".git", ".scregnet", "data", "mlruns", "benchmarks", "tests", "infra"}
     for kw, arg in _dockerfile_instructions():
         if kw == "COPY" and "--from=" not in arg:

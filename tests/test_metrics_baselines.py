@@ -22,7 +22,8 @@ def test_metrics_agree_with_scikit_learn():
 def test_fast_auc_and_ap_equal_scikit_learn_with_ties():
     import sklearn.metrics as skm
 
-    from scregnet.metrics import average_precision_score as ap, roc_auc_score as auc
+    from scregnet.metrics import average_precision_score as ap
+    from scregnet.metrics import roc_auc_score as auc
 
     rng = np.random.default_rng(1)
     for _ in range(20):

@@ -21,8 +21,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from services import mlflow_server  # noqa: F401  (fixture)
-
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 DATASET, NAME = "predsyn", "scregnet-predsyn"
 SCREGNET = Path(sys.executable).parent / "scregnet"

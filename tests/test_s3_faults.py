@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import pytest
+from services import FAKE_AWS, s3_client
 
 from scregnet import priors_store as ps
-from services import FAKE_AWS, moto_s3, s3_client  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.services
 

@@ -20,8 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-
-from services import BIN, HOST, _stop, free_port, mlflow_server, start_service  # noqa: F401  (fixture)
+from services import BIN, HOST, _stop, free_port, start_service
 
 pytestmark = pytest.mark.services
 DATASET = "servesyn"

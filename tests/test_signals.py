@@ -23,7 +23,6 @@ from mlflow import MlflowClient
 
 from scregnet import tracking
 from scregnet.config import RunConfig
-from services import mlflow_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.services
 

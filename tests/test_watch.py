@@ -18,16 +18,16 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from services import FAKE_AWS, s3_client
 
 from scregnet import priors_store as ps
 from scregnet.watch import WatchConfig, held_back, retry_delay, watch_once
-from services import FAKE_AWS, moto_s3, s3_client  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.services
 SCREGNET = Path(sys.executable).parent / "scregnet"
@@ -80,7 +80,7 @@ class Clock:
     """An injected clock the test moves by hand (stands in for the S3 server's clock)."""
 
     def __init__(self):
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now
@@ -235,7 +235,7 @@ def test_retry_delays_double_up_to_the_cap_and_no_limit_never_gives_up():
     assert [retry_delay(n, 900, 6 * 3600) for n in range(1, 8)] == [900, 1800, 3600, 7200, 14400, 21600, 21600]
     assert retry_delay(0, 900, 3600) == 0 and retry_delay(10_000, 900, 3600) == 3600  # no float overflow
     objs = [{"rel": "a.csv", "etag": "e1"}]
-    now = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
     entry = {"fingerprint": ps.fingerprint(objs), "failures": 50, "last_failed_at": now.isoformat(), "exit_code": 1}
     cfg = WatchConfig(bucket="b", prefix="p", expression_root=Path("."), priors_dir=Path("."), max_failures=None)
     held = held_back(cfg, "d", entry, objs, now + timedelta(hours=5))
@@ -365,7 +365,7 @@ def test_cli_backoff_flags_and_retry_failed(moto_s3, bucket, tmp_path, expressio
         assert r.exit_code == 1 and "[synth] failed: exit 7" in r.output and len(runner.calls) == 1, r.output
         entry = ps.WatchState(s3, bucket, "incoming").read()["failed"]["synth"]
         # recorded by the S3 server's clock (moto runs on this host, so it is close to ours)
-        assert abs((datetime.fromisoformat(entry["last_failed_at"]) - datetime.now(timezone.utc)).total_seconds()) < 60
+        assert abs((datetime.fromisoformat(entry["last_failed_at"]) - datetime.now(UTC)).total_seconds()) < 60
         assert (datetime.fromisoformat(entry["next_retry_at"]) -
                 datetime.fromisoformat(entry["last_failed_at"])).total_seconds() == 600
 

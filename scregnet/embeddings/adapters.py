@@ -21,8 +21,8 @@ output in every cell, so the mean is over all cells. Symbols are upper-cased (BE
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
-from typing import Collection
 
 import numpy as np
 

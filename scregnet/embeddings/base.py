@@ -48,7 +48,7 @@ class GeneEmbedding:
         return int(self.vectors.shape[1])
 
     @classmethod
-    def empty(cls, **metadata: Any) -> "GeneEmbedding":
+    def empty(cls, **metadata: Any) -> GeneEmbedding:
         return cls(genes=[], vectors=np.zeros((0, 0), dtype=np.float32), metadata=dict(metadata))
 
     def align(self, genes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +83,7 @@ class GeneEmbedding:
         (directory / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "GeneEmbedding":
+    def load(cls, directory: str | Path) -> GeneEmbedding:
         directory = Path(directory)
         vectors = np.load(directory / "vectors.npy", allow_pickle=False)
         text = (directory / "genes.txt").read_text()

@@ -10,13 +10,12 @@ from typing import Annotated
 
 import anndata as ad
 from zenml import step
-
-from steps.common import record
 from zenml.config import CachePolicy
 
 from materializers import GeneEmbeddingMaterializer
 from scregnet.config import EmbedderConfig
 from scregnet.embeddings import GeneEmbedding, build_embedder
+from steps.common import record
 
 
 @step(cache_policy=CachePolicy(include_artifact_ids=False), output_materializers={"gene_embedding": GeneEmbeddingMaterializer})

@@ -7,14 +7,13 @@ from typing import Annotated
 
 import anndata as ad
 from zenml import step
-
-from steps.common import record
 from zenml.config import CachePolicy
 
 from materializers import GeneEmbeddingMaterializer, GeneSumsMaterializer
 from scregnet.config import EmbedderConfig
 from scregnet.embeddings import GeneEmbedding
 from scregnet.embeddings.geneformer import GeneformerEmbedder, GeneSums, gene_sums_to_embedding, sum_gene_sums
+from steps.common import record
 
 
 @step(cache_policy=CachePolicy(include_artifact_ids=False), output_materializers={"gene_sums": GeneSumsMaterializer})

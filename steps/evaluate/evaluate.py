@@ -7,8 +7,6 @@ from typing import Annotated
 from zenml import step
 from zenml.types import HTMLString
 
-from steps.common import record
-
 from scregnet import tracking
 from scregnet.config import RunConfig
 from scregnet.experiment import evaluate as evaluate_model
@@ -16,6 +14,7 @@ from scregnet.metrics import per_tf_table
 from scregnet.plots import html_report, per_tf_figure, roc_pr_figure
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
+from steps.common import record
 
 
 def flat_metrics(model: dict, baselines: dict) -> dict[str, float]:

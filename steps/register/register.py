@@ -6,12 +6,11 @@ from typing import Annotated
 
 from zenml import get_step_context, step
 
-from steps.common import record
-
 from scregnet import registry, tracking
 from scregnet.config import RunConfig
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
+from steps.common import record
 
 
 def mirror_to_zenml(promoted: bool) -> None:

@@ -14,13 +14,13 @@ import anndata as ad
 import pandas as pd
 from zenml import get_step_context, step
 
-from steps.common import record
-
 from scregnet import tracking
 from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
 from scregnet.embeddings import GeneEmbedding
-from scregnet.tune import apply_params, study_tags, tune as run_tune
+from scregnet.tune import apply_params, study_tags
+from scregnet.tune import tune as run_tune
+from steps.common import record
 
 
 def _pipeline_run_name() -> str:

@@ -8,13 +8,12 @@ import anndata as ad
 import pandas as pd
 from zenml import step
 
-from steps.common import record
-
 from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
 from scregnet.home import home
 from scregnet.registry import model_name
 from scregnet.validation import validate_dataset
+from steps.common import record
 
 
 @step(enable_cache=False)
