@@ -160,8 +160,10 @@ def hardware(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    parts = [f"CPU: {cpu} ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})",
-             f"torch {torch.__version__}"]
+    parts = [
+        f"CPU: {cpu} ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})",
+        f"torch {torch.__version__}",
+    ]
     import transformers
 
     parts.append(f"transformers {transformers.__version__}")
@@ -196,14 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain-cells", type=int, default=None, help="cells for the plain path (default: --cells)")
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     p.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
-    p.add_argument("--genes", type=int, nargs=2, default=[500, 1000], metavar=("MIN", "MAX"), help="ranked genes per cell")
+    p.add_argument(
+        "--genes", type=int, nargs=2, default=[500, 1000], metavar=("MIN", "MAX"), help="ranked genes per cell"
+    )
     p.add_argument("--layer", type=int, default=-2)
     p.add_argument("--plain-batch-size", type=int, default=None, help="default: 8 on CPU, 64 on CUDA")
     p.add_argument("--batch-size", type=int, default=None, help="optimised path; default: from free memory")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="optimised path's autocast dtype; auto = bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help=f"for MFU; default: {H200_BF16_DENSE_TFLOPS} on CUDA (H200 bf16), a measured matmul rate on CPU in the optimised path's precision")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="optimised path's autocast dtype; auto = bf16 on CUDA, fp32 on CPU",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help=f"for MFU; default: {H200_BF16_DENSE_TFLOPS} on CUDA (H200 bf16), a measured matmul rate on CPU in the optimised path's precision",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="alternate the paths N times; report each one's fastest")
     p.add_argument("--out", type=Path, default=None, help="append the table (with hardware and command) to this .md")
@@ -216,11 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     precision = gf.resolve_precision(args.precision, device)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = args.peak_tflops or (H200_BF16_DENSE_TFLOPS if device.type == "cuda" else cpu_peak_tflops(dtype=dtype))
-    peak_note = f"{peak:.3g} TFLOP/s" + (f" (measured {precision} matmul)" if not args.peak_tflops and device.type == "cpu" else "")
+    peak_note = f"{peak:.3g} TFLOP/s" + (
+        f" (measured {precision} matmul)" if not args.peak_tflops and device.type == "cpu" else ""
+    )
 
     load_before = os.getloadavg()
-    header = ("| config | path | cells | tokens/cell | s | cells/s | tokens/s | peak mem | model TFLOP/s | MFU | "
-              "speed-up | cosine min / mean | centred cosine min / mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    header = (
+        "| config | path | cells | tokens/cell | s | cells/s | tokens/s | peak mem | model TFLOP/s | MFU | "
+        "speed-up | cosine min / mean | centred cosine min / mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     rows = []
     opt = f"optimised {precision}"
     for name in args.configs:
@@ -232,10 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict] = {}
         # Paths alternate and the fastest repeat counts, so load from other processes biases neither.
         for rep in range(args.repeats):
-            for label, fast, subset, bs in [("plain fp32 eager", False, plain_cells, plain_bs), (opt, True, cells, args.batch_size)]:
+            for label, fast, subset, bs in [
+                ("plain fp32 eager", False, plain_cells, plain_bs),
+                (opt, True, cells, args.batch_size),
+            ]:
                 r = run_path(model, subset, n_slots, device, fast, bs, args.layer, args.precision if fast else "fp32")
                 lengths = np.array([len(t) for t, _ in subset])
-                r.update(cells=len(subset), tokens=int(lengths.sum()), flops=float(flops_per_cell(cfg, lengths, depth).sum()))
+                r.update(
+                    cells=len(subset), tokens=int(lengths.sum()), flops=float(flops_per_cell(cfg, lengths, depth).sum())
+                )
                 if label not in results or r["seconds"] < results[label]["seconds"]:
                     results[label] = r
                 print(f"{name} {label} (repeat {rep + 1}): {len(subset) / r['seconds']:.2f} cells/s", flush=True)
@@ -243,8 +264,16 @@ def main(argv: list[str] | None = None) -> int:
         n_cmp = a["cells"]
         # cosine on the cells both paths saw: recompute the optimised sums on the plain subset if it is smaller
         if n_cmp < b["cells"]:
-            s, c = gf.embed_token_cells(model, plain_cells, n_slots, layer=args.layer, device=str(device), fast=True,
-                                        batch_size=args.batch_size, precision=args.precision)
+            s, c = gf.embed_token_cells(
+                model,
+                plain_cells,
+                n_slots,
+                layer=args.layer,
+                device=str(device),
+                fast=True,
+                batch_size=args.batch_size,
+                precision=args.precision,
+            )
         else:
             s, c = b["sums"], b["counts"]
         cmin, cmean, zmin, zmean = cosine(a["sums"], a["counts"], s, c)
@@ -255,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 f"| {name} | {label} | {r['cells']} | {r['tokens'] / r['cells']:.0f} | {r['seconds']:.2f} | {rate:,.2f} | "
                 f"{r['tokens'] / r['seconds']:,.0f} | {r['peak'] / 2**20:,.0f} MiB | {tflops:.3f} | {100 * tflops / peak:.1f}% | "
-                + ("1.00x | - | - |" if r is a else f"{speedup:.2f}x | {cmin:.6f} / {cmean:.6f} | {zmin:.6f} / {zmean:.6f} |")
+                + (
+                    "1.00x | - | - |"
+                    if r is a
+                    else f"{speedup:.2f}x | {cmin:.6f} / {cmean:.6f} | {zmin:.6f} / {zmean:.6f} |"
+                )
             )
         del model
     tok_line = tokenizer_rate()

@@ -6,4 +6,10 @@ from materializers.gene_sums_materializer import GeneSumsMaterializer
 from materializers.model_materializer import ModelBundleMaterializer
 from materializers.split_materializer import SplitMaterializer
 
-__all__ = ["AnnDataMaterializer", "GeneEmbeddingMaterializer", "GeneSumsMaterializer", "ModelBundleMaterializer", "SplitMaterializer"]
+__all__ = [
+    "AnnDataMaterializer",
+    "GeneEmbeddingMaterializer",
+    "GeneSumsMaterializer",
+    "ModelBundleMaterializer",
+    "SplitMaterializer",
+]

@@ -28,12 +28,20 @@ class GeneEmbeddingMaterializer(DirectoryMaterializer):
     def extract_metadata(self, data: GeneEmbedding) -> dict[str, Any]:
         keep = ("embedder", "model", "layer", "transform", "coverage", "format")
         meta = {k: data.metadata[k] for k in keep if k in data.metadata and data.metadata[k] is not None}
-        return {"n_genes": len(data.genes), "dims": data.dim, **{k: v if isinstance(v, (int, float)) else str(v) for k, v in meta.items()}}
+        return {
+            "n_genes": len(data.genes),
+            "dims": data.dim,
+            **{k: v if isinstance(v, (int, float)) else str(v) for k, v in meta.items()},
+        }
 
     def save_visualizations(self, data: GeneEmbedding) -> dict[str, VisualizationType]:
         path = os.path.join(self.uri, "summary.md")
-        lines = [f"# Gene embedding ({data.metadata.get('embedder', '?')})", "",
-                 f"- genes with a vector: {len(data.genes)}", f"- dimensions: {data.dim}"]
+        lines = [
+            f"# Gene embedding ({data.metadata.get('embedder', '?')})",
+            "",
+            f"- genes with a vector: {len(data.genes)}",
+            f"- dimensions: {data.dim}",
+        ]
         lines += [f"- {k}: {v}" for k, v in sorted(data.metadata.items()) if not isinstance(v, (dict, list))]
         with fileio.open(path, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -21,9 +21,13 @@ class GeneSumsMaterializer(DirectoryMaterializer):
     def read(self, directory: str, data_type: type[Any]) -> GeneSums:
         meta = json.loads(open(os.path.join(directory, "metadata.json")).read())
         genes = [g for g in open(os.path.join(directory, "genes.txt")).read().split("\n") if g]
-        return GeneSums(genes, np.load(os.path.join(directory, "sums.npy"), allow_pickle=False),
-                        np.load(os.path.join(directory, "counts.npy"), allow_pickle=False),
-                        int(meta.pop("n_cells_shard")), meta)
+        return GeneSums(
+            genes,
+            np.load(os.path.join(directory, "sums.npy"), allow_pickle=False),
+            np.load(os.path.join(directory, "counts.npy"), allow_pickle=False),
+            int(meta.pop("n_cells_shard")),
+            meta,
+        )
 
     def write(self, data: GeneSums, directory: str) -> None:
         np.save(os.path.join(directory, "sums.npy"), data.sums, allow_pickle=False)

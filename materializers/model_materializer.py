@@ -22,5 +22,9 @@ class ModelBundleMaterializer(DirectoryMaterializer):
 
     def extract_metadata(self, data: ModelBundle) -> dict[str, Any]:
         cfg = data.config
-        return {"gnn": cfg.gnn, "n_genes": len(data.genes), "best_epoch": int(data.meta.get("best_epoch", 0)),
-                "parameters": int(sum(p.numel() for p in data.model.parameters()))}
+        return {
+            "gnn": cfg.gnn,
+            "n_genes": len(data.genes),
+            "best_epoch": int(data.meta.get("best_epoch", 0)),
+            "parameters": int(sum(p.numel() for p in data.model.parameters())),
+        }

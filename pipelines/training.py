@@ -65,8 +65,9 @@ def resolve_dataset_name(config: RunConfig) -> str:
     return "dataset"
 
 
-def run_pipeline(pipeline_fn, config: RunConfig, zenml_config: str | Path | None = None,
-                 run_name: str | None = None, schedule=None):
+def run_pipeline(
+    pipeline_fn, config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None, schedule=None
+):
     """Run `pipeline_fn(config=...)` on the active ZenML stack; returns the pipeline run response.
 
     `zenml_config`: a run-config YAML; its `settings`/`steps` go to ZenML, its
@@ -76,8 +77,12 @@ def run_pipeline(pipeline_fn, config: RunConfig, zenml_config: str | Path | None
     """
     config = config.model_copy(deep=True)
     config.data.name = resolve_dataset_name(config)
-    options: dict = {"model": Model(name=model_name(config.registry.model_prefix, config.data.name),
-                                    description="scRegNet TF -> target link predictor")}
+    options: dict = {
+        "model": Model(
+            name=model_name(config.registry.model_prefix, config.data.name),
+            description="scRegNet TF -> target link predictor",
+        )
+    }
     if run_name:
         options["run_name"] = run_name
     if schedule is not None:
@@ -98,7 +103,6 @@ def run_pipeline(pipeline_fn, config: RunConfig, zenml_config: str | Path | None
             os.unlink(tmp.name)
 
 
-def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None,
-                 schedule=None):
+def run_training(config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None, schedule=None):
     """The training pipeline through `run_pipeline`."""
     return run_pipeline(training_pipeline, config, zenml_config, run_name, schedule)

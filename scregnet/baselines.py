@@ -28,7 +28,9 @@ def baseline_scores(name: str, train: np.ndarray, pairs: np.ndarray, n_genes: in
     if name == "target_popularity":
         return _target_count(train, n_genes)[pairs[:, 1]]
     if name == "label_count":
-        return np.log(_tf_rate(train, n_genes)[pairs[:, 0]] + _EPS) + np.log1p(_target_count(train, n_genes)[pairs[:, 1]])
+        return np.log(_tf_rate(train, n_genes)[pairs[:, 0]] + _EPS) + np.log1p(
+            _target_count(train, n_genes)[pairs[:, 1]]
+        )
     raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
 
 

@@ -57,11 +57,22 @@ def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print) -> di
             embedding = build_embedder(cfg.embedder).embed(dataset.adata)
             embed_seconds = time.perf_counter() - t0
             inputs = ModelInputs.build(dataset, embedding)
-            per_seed = run_seeds(dataset, cfg, embedding, spec.seeds, inputs=inputs, log=log,
-                                 label=f"{spec.protocol} {embedder_kind}", skip_data_errors=True)
+            per_seed = run_seeds(
+                dataset,
+                cfg,
+                embedding,
+                spec.seeds,
+                inputs=inputs,
+                log=log,
+                label=f"{spec.protocol} {embedder_kind}",
+                skip_data_errors=True,
+            )
             done = {r["seed"] for r in per_seed}
-            skipped += [{"data": f"{dataset.name} seed {k}", "reason": "split could not be made (see log)"}
-                        for k in range(spec.seeds) if k not in done]
+            skipped += [
+                {"data": f"{dataset.name} seed {k}", "reason": "split could not be made (see log)"}
+                for k in range(spec.seeds)
+                if k not in done
+            ]
             if not per_seed:
                 continue
             model = {}
@@ -78,12 +89,19 @@ def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print) -> di
                     baselines[b][key] = m
                     if key in ("auroc", "auprc"):
                         baselines[b][f"{key}_std"] = s
-            results.append({
-                "dataset": dataset.name, "protocol": spec.protocol, "embedder": embedder_kind,
-                "model": model, "baselines": baselines,
-                "seconds_per_seed": float(np.mean([r["seconds"] for r in per_seed])),
-                "embed_seconds": embed_seconds, "seeds": spec.seeds, "per_seed": per_seed,
-            })
+            results.append(
+                {
+                    "dataset": dataset.name,
+                    "protocol": spec.protocol,
+                    "embedder": embedder_kind,
+                    "model": model,
+                    "baselines": baselines,
+                    "seconds_per_seed": float(np.mean([r["seconds"] for r in per_seed])),
+                    "embed_seconds": embed_seconds,
+                    "seeds": spec.seeds,
+                    "per_seed": per_seed,
+                }
+            )
     return {"results": results, "skipped": skipped}
 
 
@@ -115,9 +133,14 @@ def write_report(report: dict, out: Path, command: str | None = None) -> tuple[P
     out.write_text(json.dumps(report, indent=2))
     md = out.with_suffix(".md")
     header = f"Command: `{command}`\n\n" if command else ""
-    md.write_text(header + markdown_table(report) + (
-        "\nPaper numbers: scRegNet w/ Geneformer (Kommu et al. 2025), test-set model selection in the reference code. "
-        "Published label_count (no learning) for comparison: "
-        + ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f}" for k, v in LABEL_COUNT_PUBLISHED.items()) + ".\n"
-    ))
+    md.write_text(
+        header
+        + markdown_table(report)
+        + (
+            "\nPaper numbers: scRegNet w/ Geneformer (Kommu et al. 2025), test-set model selection in the reference code. "
+            "Published label_count (no learning) for comparison: "
+            + ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f}" for k, v in LABEL_COUNT_PUBLISHED.items())
+            + ".\n"
+        )
+    )
     return out, md

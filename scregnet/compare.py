@@ -41,8 +41,14 @@ def _filter_string(dataset: str | None, protocol: str | None, extra: dict[str, s
     return " and ".join(clauses)
 
 
-def fetch_runs(client, experiment: str | list[str] | None = None, dataset: str | None = None,
-               protocol: str | None = None, tags: dict[str, str] | None = None, max_results: int = 5000):
+def fetch_runs(
+    client,
+    experiment: str | list[str] | None = None,
+    dataset: str | None = None,
+    protocol: str | None = None,
+    tags: dict[str, str] | None = None,
+    max_results: int = 5000,
+):
     """Finished runs with test metrics, filtered by tags, from every (or the named) experiment."""
     from mlflow.entities import ViewType
 
@@ -55,8 +61,13 @@ def fetch_runs(client, experiment: str | list[str] | None = None, dataset: str |
         return []
     runs, token = [], None
     while True:
-        page = client.search_runs(exp_ids, _filter_string(dataset, protocol, tags), run_view_type=ViewType.ACTIVE_ONLY,
-                                  max_results=min(max_results, 1000), page_token=token)
+        page = client.search_runs(
+            exp_ids,
+            _filter_string(dataset, protocol, tags),
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=min(max_results, 1000),
+            page_token=token,
+        )
         runs += [r for r in page if r.info.status == "FINISHED"]
         token = page.token
         if not token or len(runs) >= max_results:
@@ -94,16 +105,24 @@ def markdown(groups: list[Group], by: tuple[str, ...] = GROUP_BY) -> str:
         for b in BASELINES:
             a, p = g.stat(b, "auroc"), g.stat(b, "auprc")
             row.append(f"{_fmt(*a)} / {_fmt(*p)}")
-        gains = [x - y for x, y in zip(g.values["model"]["auroc"], g.values["label_count"]["auroc"])
-                 if x is not None and y is not None]
+        gains = [
+            x - y
+            for x, y in zip(g.values["model"]["auroc"], g.values["label_count"]["auroc"])
+            if x is not None and y is not None
+        ]
         row.append(f"{np.mean(gains):+.3f}" if gains else "-")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
-def compare(client=None, experiment: str | list[str] | None = None, dataset: str | None = None,
-            protocol: str | None = None, tags: dict[str, str] | None = None,
-            by: tuple[str, ...] = GROUP_BY) -> tuple[list[Group], str]:
+def compare(
+    client=None,
+    experiment: str | list[str] | None = None,
+    dataset: str | None = None,
+    protocol: str | None = None,
+    tags: dict[str, str] | None = None,
+    by: tuple[str, ...] = GROUP_BY,
+) -> tuple[list[Group], str]:
     """Query the store and build the table; `client` defaults to the configured tracking URI."""
     if client is None:
         from scregnet import tracking

@@ -114,7 +114,11 @@ def label_graph_from_symbols(genes: list[str], priors: pd.DataFrame) -> LabelGra
     tf = priors["tf"].map(index)
     tg = priors["target"].map(index)
     keep = tf.notna() & tg.notna() & (priors["tf"] != priors["target"])
-    edges = np.stack([tf[keep].to_numpy(np.int64), tg[keep].to_numpy(np.int64)], axis=1) if keep.any() else np.zeros((0, 2), np.int64)
+    edges = (
+        np.stack([tf[keep].to_numpy(np.int64), tg[keep].to_numpy(np.int64)], axis=1)
+        if keep.any()
+        else np.zeros((0, 2), np.int64)
+    )
     edges = np.unique(edges, axis=0) if len(edges) else edges
     return LabelGraph(genes=list(genes), tf_index=np.unique(edges[:, 0]), edges=edges)
 
@@ -178,7 +182,9 @@ def load_beeline_labels(directory: str | Path) -> tuple[list[str], list[str], pd
     for name in ("Target.csv", "TF.csv", "Label.csv"):
         p = find_file(directory, name)
         if p is None:
-            raise DataError(f"missing {name} (or {name}.gz); a BEELINE dataset needs Target.csv, TF.csv and Label.csv", directory)
+            raise DataError(
+                f"missing {name} (or {name}.gz); a BEELINE dataset needs Target.csv, TF.csv and Label.csv", directory
+            )
         paths[name] = p
     target = read_table(paths["Target.csv"], expect=("Gene", "index"))
     tf = read_table(paths["TF.csv"], expect=("TF", "index"))
@@ -188,10 +194,17 @@ def load_beeline_labels(directory: str | Path) -> tuple[list[str], list[str], pd
     idx = pd.to_numeric(target["index"], errors="coerce")
     if idx.isna().any():
         row = int(np.flatnonzero(idx.isna().to_numpy())[0])
-        raise DataError(f"row {row + 2}: column 'index' must be an integer, got {str(target['index'].iloc[row])!r}", paths["Target.csv"])
+        raise DataError(
+            f"row {row + 2}: column 'index' must be an integer, got {str(target['index'].iloc[row])!r}",
+            paths["Target.csv"],
+        )
     if sorted(idx.astype(int)) != list(range(n)):
-        raise DataError(f"column 'index' must be a permutation of 0..{n - 1} (one row per expression row)", paths["Target.csv"])
-    genes_by_index = pd.Series(target["Gene"].astype(str).str.upper().to_numpy(), index=idx.astype(int).to_numpy()).sort_index()
+        raise DataError(
+            f"column 'index' must be a permutation of 0..{n - 1} (one row per expression row)", paths["Target.csv"]
+        )
+    genes_by_index = pd.Series(
+        target["Gene"].astype(str).str.upper().to_numpy(), index=idx.astype(int).to_numpy()
+    ).sort_index()
     genes = list(genes_by_index)
 
     for path, frame, cols in ((paths["TF.csv"], tf, ("index",)), (paths["Label.csv"], label, ("TF", "Target"))):
@@ -234,7 +247,10 @@ def load_beeline(directory: str | Path, name: str | None = None) -> GRNDataset:
     header = [str(c) for c in pd.read_csv(expr_path, header=None, nrows=1).iloc[0, 1:]]
     dup_cells = sorted({c for c in header if header.count(c) > 1})
     if dup_cells:
-        raise DataError(f"duplicated cell names in the header, e.g. {dup_cells[:5]}; expected one column per distinct cell", expr_path)
+        raise DataError(
+            f"duplicated cell names in the header, e.g. {dup_cells[:5]}; expected one column per distinct cell",
+            expr_path,
+        )
     if expr.shape[1] == 0:
         raise DataError("expression has no cell columns; expected genes as rows and cells as columns", expr_path)
     values = expr.apply(pd.to_numeric, errors="coerce")
@@ -310,7 +326,9 @@ def load_h5ad(h5ad: str | Path, priors: list[str | Path], name: str | None = Non
     try:
         adata = ad.read_h5ad(h5ad)
     except Exception as exc:  # h5py raises OSError/KeyError variants for truncated files
-        raise DataError(f"cannot read as .h5ad ({type(exc).__name__}: {exc}); the file looks truncated or corrupt", h5ad) from exc
+        raise DataError(
+            f"cannot read as .h5ad ({type(exc).__name__}: {exc}); the file looks truncated or corrupt", h5ad
+        ) from exc
     adata.var_names = [str(g).upper() for g in adata.var_names]
     if not priors:
         raise DataError("no priors table given; pass --priors FILE (CSV/TSV with tf,target columns)")

@@ -49,7 +49,10 @@ def evaluate(model: ModelBundle, split: Split) -> Evaluation:
         if part == "test":
             test_scores = scores
     return Evaluation(
-        model=model_metrics, baselines=base_metrics, test_scores=test_scores, test_pairs=split.test,
+        model=model_metrics,
+        baselines=base_metrics,
+        test_scores=test_scores,
+        test_pairs=split.test,
         baseline_test_scores={b: baseline_scores(b, split.train, split.test, n) for b in BASELINES},
     )
 
@@ -62,8 +65,14 @@ class ExperimentResult:
     evaluation: Evaluation
 
 
-def run_experiment(dataset: GRNDataset, config, embedding: GeneEmbedding | None, seed: int | None = None,
-                   inputs: ModelInputs | None = None, on_eval=None) -> ExperimentResult:
+def run_experiment(
+    dataset: GRNDataset,
+    config,
+    embedding: GeneEmbedding | None,
+    seed: int | None = None,
+    inputs: ModelInputs | None = None,
+    on_eval=None,
+) -> ExperimentResult:
     """Split (seeded), train (seeded), evaluate. `seed` overrides both config seeds."""
     split_cfg, train_cfg = config.split, config.train
     if seed is not None:
@@ -76,9 +85,16 @@ def run_experiment(dataset: GRNDataset, config, embedding: GeneEmbedding | None,
     return ExperimentResult(split, result, model, evaluate(model, split))
 
 
-def run_seeds(dataset: GRNDataset, config, embedding: GeneEmbedding | None, seeds: int,
-              inputs: ModelInputs | None = None, log: Callable[[str], None] | None = None, label: str = "",
-              skip_data_errors: bool = False) -> list[dict]:
+def run_seeds(
+    dataset: GRNDataset,
+    config,
+    embedding: GeneEmbedding | None,
+    seeds: int,
+    inputs: ModelInputs | None = None,
+    log: Callable[[str], None] | None = None,
+    label: str = "",
+    skip_data_errors: bool = False,
+) -> list[dict]:
     """One experiment per seed (its own split and initialisation); a row of test metrics each.
 
     Rows: seed, seconds (split + train + evaluate), best_epoch, model, baselines, label_count.
@@ -100,11 +116,20 @@ def run_seeds(dataset: GRNDataset, config, embedding: GeneEmbedding | None, seed
                 log(f"skip {dataset.name} {label} seed {seed}: {exc}")
             continue
         ev = res.evaluation
-        rows.append({"seed": seed, "seconds": time.perf_counter() - t0, "best_epoch": res.train.best_epoch,
-                     "model": ev.model["test"], "baselines": ev.baselines["test"],
-                     "label_count": ev.baselines["test"]["label_count"]})
+        rows.append(
+            {
+                "seed": seed,
+                "seconds": time.perf_counter() - t0,
+                "best_epoch": res.train.best_epoch,
+                "model": ev.model["test"],
+                "baselines": ev.baselines["test"],
+                "label_count": ev.baselines["test"]["label_count"],
+            }
+        )
         if log:
             m, lc = ev.model["test"], ev.baselines["test"]["label_count"]
-            log(f"{dataset.name} {label} seed {seed}: AUROC {m['auroc']:.3f} AUPRC {m['auprc']:.3f} "
-                f"(label_count {lc['auroc']:.3f}/{lc['auprc']:.3f}) {rows[-1]['seconds']:.1f}s")
+            log(
+                f"{dataset.name} {label} seed {seed}: AUROC {m['auroc']:.3f} AUPRC {m['auprc']:.3f} "
+                f"(label_count {lc['auroc']:.3f}/{lc['auprc']:.3f}) {rows[-1]['seconds']:.1f}s"
+            )
     return rows

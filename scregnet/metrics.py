@@ -52,8 +52,12 @@ def evaluate_scores(pairs: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         out["prevalence"] = float(y.mean())
         out["auprc_lift"] = out["auprc"] / out["prevalence"]
     else:
-        out.update(auroc=float("nan"), auprc=float("nan"), prevalence=float(y.mean()) if len(y) else float("nan"),
-                   auprc_lift=float("nan"))
+        out.update(
+            auroc=float("nan"),
+            auprc=float("nan"),
+            prevalence=float(y.mean()) if len(y) else float("nan"),
+            auprc_lift=float("nan"),
+        )
     rocs, prs = [], []
     for tf in np.unique(pairs[:, 0]):
         m = pairs[:, 0] == tf
@@ -75,8 +79,13 @@ def per_tf_table(pairs: np.ndarray, scores: np.ndarray, genes: list[str] | None 
     for tf in np.unique(pairs[:, 0]):
         m = pairs[:, 0] == tf
         if _both_classes(y[m]):
-            rows.append({
-                "tf": genes[int(tf)] if genes else int(tf), "n": int(m.sum()), "positives": int(y[m].sum()),
-                "auroc": roc_auc_score(y[m], scores[m]), "auprc": average_precision_score(y[m], scores[m]),
-            })
+            rows.append(
+                {
+                    "tf": genes[int(tf)] if genes else int(tf),
+                    "n": int(m.sum()),
+                    "positives": int(y[m].sum()),
+                    "auroc": roc_auc_score(y[m], scores[m]),
+                    "auprc": average_precision_score(y[m], scores[m]),
+                }
+            )
     return pd.DataFrame(rows, columns=["tf", "n", "positives", "auroc", "auprc"])

@@ -29,8 +29,16 @@ class GNNEncoder(nn.Module):
     forward(x [N, C], edge_index [2, E']) -> [N, dims[-1]]
     """
 
-    def __init__(self, in_dim: int, dims: list[int], kind: str = "gcn", dropout: float = 0.2,
-                 heads: int = 2, concat: bool = False, negative_slope: float = 0.2):
+    def __init__(
+        self,
+        in_dim: int,
+        dims: list[int],
+        kind: str = "gcn",
+        dropout: float = 0.2,
+        heads: int = 2,
+        concat: bool = False,
+        negative_slope: float = 0.2,
+    ):
         super().__init__()
         if not dims:
             raise ValueError("GNN needs at least one layer width")
@@ -80,13 +88,27 @@ class ScRegNet(nn.Module):
     score(...) -> P(edge) [B]
     """
 
-    def __init__(self, num_features: int, embedding: Tensor | None, gnn: str = "gcn",
-                 gnn_dims: list[int] | None = None, mlp_dims: list[int] | None = None,
-                 dropout: float = 0.2, gat_heads: int = 2, gat_concat: bool = False,
-                 gat_negative_slope: float = 0.2, shared_towers: bool = True, use_gnn: bool = True,
-                 head: str = "concat", num_nodes: int | None = None, degree_features: bool = False,
-                 prior: str = "none", prior_eps: float = 1e-6, prior_leave_one_out: bool = True,
-                 coexpression: bool = False):
+    def __init__(
+        self,
+        num_features: int,
+        embedding: Tensor | None,
+        gnn: str = "gcn",
+        gnn_dims: list[int] | None = None,
+        mlp_dims: list[int] | None = None,
+        dropout: float = 0.2,
+        gat_heads: int = 2,
+        gat_concat: bool = False,
+        gat_negative_slope: float = 0.2,
+        shared_towers: bool = True,
+        use_gnn: bool = True,
+        head: str = "concat",
+        num_nodes: int | None = None,
+        degree_features: bool = False,
+        prior: str = "none",
+        prior_eps: float = 1e-6,
+        prior_leave_one_out: bool = True,
+        coexpression: bool = False,
+    ):
         super().__init__()
         gnn_dims = list(gnn_dims or [128, 64])
         mlp_dims = list(mlp_dims or [64])
@@ -101,8 +123,11 @@ class ScRegNet(nn.Module):
         if degree_features and num_nodes is None:
             raise ValueError("degree_features needs num_nodes")
         self.register_buffer("degree", torch.zeros((num_nodes, 2) if degree_features else (0, 0)))
-        self.encoder = (GNNEncoder(num_features, gnn_dims, gnn, dropout, gat_heads, gat_concat, gat_negative_slope)
-                        if use_gnn else None)
+        self.encoder = (
+            GNNEncoder(num_features, gnn_dims, gnn, dropout, gat_heads, gat_concat, gat_negative_slope)
+            if use_gnn
+            else None
+        )
         joint = emb_dim + (self.encoder.out_dim if use_gnn else num_features)
         if joint == 0:
             raise ValueError("model has no input: enable the GNN or give an embedding")
@@ -142,10 +167,16 @@ class ScRegNet(nn.Module):
             n = self.prior_stats.shape[0]
             label = train_pairs[:, 2].float()
             zeros = torch.zeros(n, device=label.device)
-            self.prior_stats.copy_(torch.stack([
-                zeros.index_add(0, train_pairs[:, 0], label),
-                torch.bincount(train_pairs[:, 0], minlength=n).float(),
-                zeros.index_add(0, train_pairs[:, 1], label)], dim=1))
+            self.prior_stats.copy_(
+                torch.stack(
+                    [
+                        zeros.index_add(0, train_pairs[:, 0], label),
+                        torch.bincount(train_pairs[:, 0], minlength=n).float(),
+                        zeros.index_add(0, train_pairs[:, 1], label),
+                    ],
+                    dim=1,
+                )
+            )
         if not self.degree_features:
             return
         n = self.degree.shape[0]

@@ -37,7 +37,9 @@ def roc_pr_figure(pairs: np.ndarray, model_scores: np.ndarray, baseline_scores: 
     return fig
 
 
-def training_curves_figure(history: list[dict[str, float]], select_metric: str = "auprc", best_epoch: int | None = None):
+def training_curves_figure(
+    history: list[dict[str, float]], select_metric: str = "auprc", best_epoch: int | None = None
+):
     fig, ax = plt.subplots(figsize=(6, 3.6))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], color="black", label="train loss")
@@ -89,8 +91,11 @@ def html_report(title: str, metrics: dict[str, dict[str, float]], figures: list)
     head = "".join(f"<th>{c}</th>" for c in ["scorer"] + cols)
     rows = "".join(
         f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{m.get(c, float('nan')):.3f}</td>" for c in cols) + "</tr>"
-        for name, m in metrics.items())
+        for name, m in metrics.items()
+    )
     imgs = "".join(f'<img style="max-width:100%" src="data:image/png;base64,{figure_png_base64(f)}"/>' for f in figures)
-    return (f"<html><body style='font-family:sans-serif'><h3>{escape(title)}</h3>"
-            f"<table border='1' cellpadding='4' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>"
-            f"{imgs}</body></html>")
+    return (
+        f"<html><body style='font-family:sans-serif'><h3>{escape(title)}</h3>"
+        f"<table border='1' cellpadding='4' style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>"
+        f"{imgs}</body></html>"
+    )

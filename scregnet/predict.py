@@ -81,7 +81,7 @@ def score_all_pairs(bundle: ModelBundle, tfs: list[str] | None = None, batch_siz
     pairs = np.stack([tf_col[keep], tg_col[keep]], axis=1)
     scores = np.empty(len(pairs), dtype=np.float64)
     for i in range(0, len(pairs), batch_size):
-        scores[i:i + batch_size] = bundle.score_indices(pairs[i:i + batch_size])
+        scores[i : i + batch_size] = bundle.score_indices(pairs[i : i + batch_size])
     names = np.asarray(genes, dtype=object)
     frame = pd.DataFrame({"tf": names[pairs[:, 0]], "target": names[pairs[:, 1]], "score": scores})
     frame = frame.sort_values(["score", "tf", "target"], ascending=[False, True, True], kind="mergesort")
@@ -113,8 +113,15 @@ def write_network(frame: pd.DataFrame, out: str | Path, meta: dict | None = None
     return out
 
 
-def predict(dataset: str, out: str | Path, model: str = "champion", config=None, tfs: list[str] | None = None,
-            top: int | None = None, min_score: float | None = None) -> tuple[Path, pd.DataFrame, LoadedModel]:
+def predict(
+    dataset: str,
+    out: str | Path,
+    model: str = "champion",
+    config=None,
+    tfs: list[str] | None = None,
+    top: int | None = None,
+    min_score: float | None = None,
+) -> tuple[Path, pd.DataFrame, LoadedModel]:
     loaded = load_model(dataset, model, config)
     frame = score_all_pairs(loaded.bundle, tfs)
     if min_score is not None:

@@ -90,7 +90,7 @@ def split_key(prefix: str, key: str) -> tuple[str, str]:
     prefix = normalize_prefix(prefix)
     if not key.startswith(prefix):
         raise UnsafeKeyError(f"key {key!r} is not under the prefix {prefix!r}")
-    parts = _check_relative(key[len(prefix):])
+    parts = _check_relative(key[len(prefix) :])
     if len(parts) < 2:
         raise UnsafeKeyError(f"key {key!r}: expected {prefix}<dataset>/<file>")
     dataset = parts[0]
@@ -167,7 +167,8 @@ def list_priors(s3, bucket: str, prefix: str) -> Listing:
                 out.ignored.append(key)
                 continue
             out.datasets.setdefault(dataset, []).append(
-                PriorObject(key, rel, _etag(obj.get("ETag")), int(obj.get("Size", 0)), obj["LastModified"]))
+                PriorObject(key, rel, _etag(obj.get("ETag")), int(obj.get("Size", 0)), obj["LastModified"])
+            )
     for objs in out.datasets.values():
         objs.sort(key=lambda o: o.key)
     return out
@@ -217,8 +218,9 @@ def _download(s3, bucket: str, obj: PriorObject, dest: Path) -> str:
     return h.hexdigest()
 
 
-def materialize(s3, bucket: str, prefix: str, dataset: str, objects: list[PriorObject],
-                root: str | Path) -> tuple[Path, dict]:
+def materialize(
+    s3, bucket: str, prefix: str, dataset: str, objects: list[PriorObject], root: str | Path
+) -> tuple[Path, dict]:
     """Download a dataset's prior files to `<root>/<dataset>/<manifest sha256>/files/...`.
 
     Returns (manifest path, manifest). The directory is content-addressed: a second call
@@ -232,11 +234,25 @@ def materialize(s3, bucket: str, prefix: str, dataset: str, objects: list[PriorO
         files = []
         for obj in objects:
             local = safe_join(tmp / "files", obj.rel)
-            files.append({"key": obj.key, "rel": obj.rel, "etag": obj.etag, "size": obj.size,
-                          "last_modified": obj.last_modified.isoformat(), "sha256": _download(s3, bucket, obj, local)})
+            files.append(
+                {
+                    "key": obj.key,
+                    "rel": obj.rel,
+                    "etag": obj.etag,
+                    "size": obj.size,
+                    "last_modified": obj.last_modified.isoformat(),
+                    "sha256": _download(s3, bucket, obj, local),
+                }
+            )
         digest = manifest_sha256(files)
-        manifest = {"dataset": dataset, "bucket": bucket, "prefix": normalize_prefix(prefix), "sha256": digest,
-                    "created": datetime.now(UTC).isoformat(), "files": files}
+        manifest = {
+            "dataset": dataset,
+            "bucket": bucket,
+            "prefix": normalize_prefix(prefix),
+            "sha256": digest,
+            "created": datetime.now(UTC).isoformat(),
+            "files": files,
+        }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
         final = base / digest
         try:
@@ -262,8 +278,10 @@ def prior_manifest_tags(manifest_path: str | Path | None) -> dict[str, str]:
         return {}
     manifest = json.loads(Path(manifest_path).read_text())
     keys = ",".join(f["key"] for f in manifest.get("files", []))
-    return {"prior_manifest_sha256": str(manifest["sha256"]),
-            "prior_manifest_keys": keys if len(keys) <= 4000 else keys[:3990] + ",..."}
+    return {
+        "prior_manifest_sha256": str(manifest["sha256"]),
+        "prior_manifest_keys": keys if len(keys) <= 4000 else keys[:3990] + ",...",
+    }
 
 
 # ------------------------------------------------------------------------------------
@@ -296,16 +314,18 @@ def get_json(s3, bucket: str, key: str) -> tuple[dict | None, str | None]:
     return json.loads(r["Body"].read() or b"{}"), _etag(r.get("ETag"))
 
 
-def put_json(s3, bucket: str, key: str, value: dict, *, if_match: str | None = None,
-             if_none_match: bool = False) -> str:
+def put_json(
+    s3, bucket: str, key: str, value: dict, *, if_match: str | None = None, if_none_match: bool = False
+) -> str:
     """Conditional PUT; returns the new ETag. Raises ClientError (see `is_conflict`) on a lost race."""
     kwargs: dict[str, Any] = {}
     if if_match is not None:
         kwargs["IfMatch"] = f'"{if_match}"'
     if if_none_match:
         kwargs["IfNoneMatch"] = "*"
-    r = s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(value, indent=1).encode(),
-                      ContentType="application/json", **kwargs)
+    r = s3.put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(value, indent=1).encode(), ContentType="application/json", **kwargs
+    )
     return _etag(r.get("ETag"))
 
 
@@ -352,7 +372,7 @@ class WatchState:
                 if not is_conflict(exc):
                     raise
                 last = exc
-                time.sleep(min(2.0, 0.05 * 2 ** i) * (0.5 + (uuid.uuid4().int % 100) / 100))
+                time.sleep(min(2.0, 0.05 * 2**i) * (0.5 + (uuid.uuid4().int % 100) / 100))
         raise RuntimeError(f"s3://{self.bucket}/{self.key}: could not update after {attempts} conflicts: {last}")
 
 
@@ -367,8 +387,15 @@ class S3Lock:
     atomic). `lost` becomes True if a renewal finds the lease taken.
     """
 
-    def __init__(self, s3, bucket: str, key: str, lease_seconds: float = 300.0, owner: str | None = None,
-                 verify_delay: float = 0.2):
+    def __init__(
+        self,
+        s3,
+        bucket: str,
+        key: str,
+        lease_seconds: float = 300.0,
+        owner: str | None = None,
+        verify_delay: float = 0.2,
+    ):
         self.s3, self.bucket, self.key, self.lease = s3, bucket, key, float(lease_seconds)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.token = uuid.uuid4().hex
@@ -380,8 +407,12 @@ class S3Lock:
         self._mutex = threading.Lock()
 
     def _body(self) -> dict:
-        return {"owner": self.owner, "token": self.token, "lease_seconds": self.lease,
-                "written": datetime.now(UTC).isoformat()}
+        return {
+            "owner": self.owner,
+            "token": self.token,
+            "lease_seconds": self.lease,
+            "written": datetime.now(UTC).isoformat(),
+        }
 
     def _verify(self) -> bool:
         if self.verify_delay:
@@ -475,7 +506,9 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url,
-                        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-                        or "us-east-1",
-                        config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )

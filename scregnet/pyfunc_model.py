@@ -33,7 +33,8 @@ class ScRegNetPyfunc(mlflow.pyfunc.PythonModel):
             missing = [name for name, col in (("tf", tf_col), ("target", target_col)) if col is None]
             raise MlflowException.invalid_parameter_value(
                 f"missing column(s) {missing}: expected columns tf,target (or Gene1,Gene2); "
-                f"got {list(model_input.columns)}")
+                f"got {list(model_input.columns)}"
+            )
         for col in (tf_col, target_col):
             empty = model_input[col].isna().to_numpy() | (model_input[col].astype(str).str.strip() == "").to_numpy()
             if empty.any():

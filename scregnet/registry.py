@@ -30,8 +30,10 @@ def model_name(prefix: str, dataset: str) -> str:
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p).split('+')[0]}" for p in
-            ("torch", "torch-geometric", "safetensors", "numpy", "pandas", "pydantic", "scikit-learn", "mlflow")]
+    return [
+        f"{p}=={version(p).split('+')[0]}"
+        for p in ("torch", "torch-geometric", "safetensors", "numpy", "pandas", "pydantic", "scikit-learn", "mlflow")
+    ]
 
 
 def log_model(run_id: str, bundle: ModelBundle, config=None) -> str:
@@ -48,8 +50,11 @@ def log_model(run_id: str, bundle: ModelBundle, config=None) -> str:
         def _log():
             with mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(
-                    name="model", python_model=str(code), artifacts={"bundle": str(Path(tmp) / "bundle")},
-                    code_paths=[str(Path(scregnet.__file__).parent)], pip_requirements=_pip_requirements(),
+                    name="model",
+                    python_model=str(code),
+                    artifacts={"bundle": str(Path(tmp) / "bundle")},
+                    code_paths=[str(Path(scregnet.__file__).parent)],
+                    pip_requirements=_pip_requirements(),
                     signature=_signature(),
                 )
             return info.model_uri
@@ -113,20 +118,36 @@ def load_bundle(name: str, version: str, dst: str, config=None) -> ModelBundle:
     import mlflow
 
     client(config)
-    local = with_retries(lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dst),
-                         f"download {name} version {version}")
+    local = with_retries(
+        lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dst),
+        f"download {name} version {version}",
+    )
     return ModelBundle.load(Path(local) / "artifacts" / "bundle")
 
 
-def register(run_id: str, model_uri: str, name: str, metrics: dict[str, float], split_hash: str,
-             metric: str = "auprc", margin: float = 0.0, split_test: np.ndarray | None = None,
-             genes: list[str] | None = None, config=None, extra_tags: dict | None = None) -> Decision:
+def register(
+    run_id: str,
+    model_uri: str,
+    name: str,
+    metrics: dict[str, float],
+    split_hash: str,
+    metric: str = "auprc",
+    margin: float = 0.0,
+    split_test: np.ndarray | None = None,
+    genes: list[str] | None = None,
+    config=None,
+    extra_tags: dict | None = None,
+) -> Decision:
     """New version + `challenger` alias; `champion` moves only if the gate passes."""
     import mlflow
 
     c = client(config)
-    tags = {"run_id": run_id, "split_hash": split_hash, **{f"test_{k}": repr(float(v)) for k, v in metrics.items()},
-            **(extra_tags or {})}
+    tags = {
+        "run_id": run_id,
+        "split_hash": split_hash,
+        **{f"test_{k}": repr(float(v)) for k, v in metrics.items()},
+        **(extra_tags or {}),
+    }
     mv = with_retries(lambda: mlflow.register_model(model_uri, name, tags=tags), "register the model")
     version = str(mv.version)
     with_retries(lambda: c.set_registered_model_alias(name, CHALLENGER, version), "set the challenger alias")
@@ -144,21 +165,44 @@ def register(run_id: str, model_uri: str, name: str, metrics: dict[str, float], 
                 champ_value = _champion_value_on(split_test, genes, champion, metric, config)
                 basis = "champion re-scored on the challenger's test split"
             except KeyError as exc:
-                return _record(c, Decision(name, version, False, f"champion cannot score this gene set ({exc})",
-                                           metric, value, str(champion.version)))
+                return _record(
+                    c,
+                    Decision(
+                        name,
+                        version,
+                        False,
+                        f"champion cannot score this gene set ({exc})",
+                        metric,
+                        value,
+                        str(champion.version),
+                    ),
+                )
         else:
-            return _record(c, Decision(name, version, False, "champion evaluated on another split; not comparable",
-                                       metric, value, str(champion.version)))
+            return _record(
+                c,
+                Decision(
+                    name,
+                    version,
+                    False,
+                    "champion evaluated on another split; not comparable",
+                    metric,
+                    value,
+                    str(champion.version),
+                ),
+            )
         better = value > champ_value + margin
-        reason = (f"{metric} {value:.4f} {'>' if better else '<='} champion {champ_value:.4f} + margin {margin} "
-                  f"({basis})")
+        reason = (
+            f"{metric} {value:.4f} {'>' if better else '<='} champion {champ_value:.4f} + margin {margin} ({basis})"
+        )
         decision = Decision(name, version, better, reason, metric, value, str(champion.version), champ_value)
     return _record(c, decision)  # the caller applies it: see `apply_promotion`
 
 
 def _record(c, decision: Decision) -> Decision:
-    for k, v in {"promotion_decision": "promoted" if decision.promoted else "rejected",
-                 "promotion_reason": decision.reason}.items():
+    for k, v in {
+        "promotion_decision": "promoted" if decision.promoted else "rejected",
+        "promotion_reason": decision.reason,
+    }.items():
         with_retries(lambda k=k, v=v: c.set_model_version_tag(decision.name, decision.version, k, v), "tag the version")
     return decision
 

@@ -27,13 +27,27 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_scregnet(num_features: int, embedding: torch.Tensor | None, cfg: ModelConfig, num_nodes: int | None = None) -> ScRegNet:
+def build_scregnet(
+    num_features: int, embedding: torch.Tensor | None, cfg: ModelConfig, num_nodes: int | None = None
+) -> ScRegNet:
     return ScRegNet(
-        num_features=num_features, embedding=embedding, gnn=cfg.gnn, gnn_dims=cfg.gnn_dims,
-        mlp_dims=cfg.mlp_dims, dropout=cfg.dropout, gat_heads=cfg.gat_heads, gat_concat=cfg.gat_concat,
-        gat_negative_slope=cfg.gat_negative_slope, shared_towers=cfg.shared_towers, use_gnn=cfg.use_gnn,
-        head=cfg.head, num_nodes=num_nodes, degree_features=cfg.degree_features,
-        prior=cfg.prior, prior_eps=cfg.prior_eps, prior_leave_one_out=cfg.prior_leave_one_out,
+        num_features=num_features,
+        embedding=embedding,
+        gnn=cfg.gnn,
+        gnn_dims=cfg.gnn_dims,
+        mlp_dims=cfg.mlp_dims,
+        dropout=cfg.dropout,
+        gat_heads=cfg.gat_heads,
+        gat_concat=cfg.gat_concat,
+        gat_negative_slope=cfg.gat_negative_slope,
+        shared_towers=cfg.shared_towers,
+        use_gnn=cfg.use_gnn,
+        head=cfg.head,
+        num_nodes=num_nodes,
+        degree_features=cfg.degree_features,
+        prior=cfg.prior,
+        prior_eps=cfg.prior_eps,
+        prior_leave_one_out=cfg.prior_leave_one_out,
         coexpression=cfg.coexpression,
     )
 
@@ -67,8 +81,9 @@ class ModelBundle:
         unknown = sorted({str(g).upper() for g in list(tfs) + list(targets)} - set(self.index))
         if unknown:
             raise KeyError(f"genes not in the model's gene set: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
-        pairs = np.array([[self.index[str(a).upper()], self.index[str(b).upper()]] for a, b in zip(tfs, targets)],
-                         dtype=np.int64).reshape(-1, 2)
+        pairs = np.array(
+            [[self.index[str(a).upper()], self.index[str(b).upper()]] for a, b in zip(tfs, targets)], dtype=np.int64
+        ).reshape(-1, 2)
         return self.score_indices(pairs)
 
     def save(self, directory: str | Path) -> Path:
@@ -78,8 +93,13 @@ class ModelBundle:
         if self.model.target_tower is self.model.tf_tower:  # shared towers: store the tensors once
             state = {k: v for k, v in state.items() if not k.startswith("target_tower.")}
         save_file(state, directory / WEIGHTS)
-        save_file({"features": self.features.detach().cpu().contiguous(),
-                   "edge_index": self.edge_index.detach().cpu().contiguous()}, directory / INPUTS)
+        save_file(
+            {
+                "features": self.features.detach().cpu().contiguous(),
+                "edge_index": self.edge_index.detach().cpu().contiguous(),
+            },
+            directory / INPUTS,
+        )
         meta = dict(self.meta)
         meta["embedding_shape"] = list(self.model.embedding.shape)
         meta["num_features"] = int(self.features.shape[1])
@@ -97,8 +117,10 @@ class ModelBundle:
         for name, expected in meta.get("sha256", {}).items():
             actual = _sha256(directory / name)
             if actual != expected:
-                raise ValueError(f"{directory / name}: checksum mismatch (expected {expected[:12]}..., "
-                                 f"got {actual[:12]}...); refusing to load")
+                raise ValueError(
+                    f"{directory / name}: checksum mismatch (expected {expected[:12]}..., "
+                    f"got {actual[:12]}...); refusing to load"
+                )
         # Bundles saved before the prior/coexpression options existed used neither.
         cfg = ModelConfig.model_validate({"prior": "none", "coexpression": False, **meta["model"]})
         state = load_file(directory / WEIGHTS)
@@ -107,6 +129,8 @@ class ModelBundle:
         embedding = state["embedding"] if emb_shape[0] else None
         model = build_scregnet(meta["num_features"], embedding, cfg, num_nodes=len(meta["genes"]))
         if model.target_tower is model.tf_tower:
-            state.update({k.replace("tf_tower.", "target_tower.", 1): v for k, v in state.items() if k.startswith("tf_tower.")})
+            state.update(
+                {k.replace("tf_tower.", "target_tower.", 1): v for k, v in state.items() if k.startswith("tf_tower.")}
+            )
         model.load_state_dict(state, strict=True)
         return cls(model, inputs["features"], inputs["edge_index"], meta)

@@ -126,7 +126,9 @@ def candidate_pairs(graph: LabelGraph) -> np.ndarray:
     return _stack(chunks)
 
 
-def _group_assignment(ids: np.ndarray, rng: np.random.Generator, heldout_frac: float, val_frac: float, what: str) -> dict[int, str]:
+def _group_assignment(
+    ids: np.ndarray, rng: np.random.Generator, heldout_frac: float, val_frac: float, what: str
+) -> dict[int, str]:
     ids = rng.permutation(ids)
     n = len(ids)
     n_test = max(1, int(round(n * heldout_frac)))
@@ -188,7 +190,9 @@ def make_split(graph: LabelGraph, config) -> Split:
     if len(graph.tf_index) == 0:
         raise DataError("no TF has a known positive target in the priors; nothing to split")
     if config.protocol == "genelink":
-        split = genelink_split(graph, config.seed, config.train_frac, config.val_frac, config.single_positive_train_prob)
+        split = genelink_split(
+            graph, config.seed, config.train_frac, config.val_frac, config.single_positive_train_prob
+        )
     else:
         split = heldout_split(graph, config.protocol, config.seed, config.heldout_frac, config.val_frac)
     if config.degree_aware_negatives:
@@ -216,7 +220,9 @@ def degree_aware_negatives(split: Split, seed: int = 0) -> Split:
                 keep.append(rng.choice(cand, size=min(int(k), len(cand)), replace=False))
         chosen = neg[np.concatenate(keep)] if keep else neg[:0]
         parts[name] = np.concatenate([pos, chosen])
-    return Split(parts["train"], parts["val"], parts["test"], protocol=split.protocol + "+degree_aware", seed=split.seed)
+    return Split(
+        parts["train"], parts["val"], parts["test"], protocol=split.protocol + "+degree_aware", seed=split.seed
+    )
 
 
 def read_split_dir(directory: str | Path, n_genes: int | None = None) -> Split:

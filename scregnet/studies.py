@@ -64,8 +64,9 @@ def _summary(rows: list[dict], source: str) -> dict[str, float]:
     return out
 
 
-def run_variants(dataset: GRNDataset, variants: dict[str, RunConfig], seeds: int,
-                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_variants(
+    dataset: GRNDataset, variants: dict[str, RunConfig], seeds: int, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     results = []
     embeddings: dict[str, Any] = {}
     for name, cfg in variants.items():
@@ -75,10 +76,19 @@ def run_variants(dataset: GRNDataset, variants: dict[str, RunConfig], seeds: int
         emb = embeddings[key]
         inputs = ModelInputs.build(dataset, emb)
         rows = run_seeds(dataset, cfg, emb, seeds, inputs=inputs, log=log, label=name)
-        results.append({"dataset": dataset.name, "protocol": cfg.split.protocol, "variant": name,
-                        "embedder": cfg.embedder.kind, "gnn": cfg.model.gnn if cfg.model.use_gnn else "-",
-                        "model": _summary(rows, "model"), "label_count": _summary(rows, "label_count"),
-                        "seconds": float(np.mean([r["seconds"] for r in rows])), "per_seed": rows})
+        results.append(
+            {
+                "dataset": dataset.name,
+                "protocol": cfg.split.protocol,
+                "variant": name,
+                "embedder": cfg.embedder.kind,
+                "gnn": cfg.model.gnn if cfg.model.use_gnn else "-",
+                "model": _summary(rows, "model"),
+                "label_count": _summary(rows, "label_count"),
+                "seconds": float(np.mean([r["seconds"] for r in rows])),
+                "per_seed": rows,
+            }
+        )
     return results
 
 
@@ -92,8 +102,13 @@ def flip_labels(split: Split, fraction: float, rng: np.random.Generator) -> Spli
     return Split(train, split.val, split.test, protocol=split.protocol, seed=split.seed)
 
 
-def run_noise(dataset: GRNDataset, config: RunConfig, levels: list[float], corruptions: int = 10,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_noise(
+    dataset: GRNDataset,
+    config: RunConfig,
+    levels: list[float],
+    corruptions: int = 10,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """One fixed split (config.split.seed); per level, `corruptions` independent label flips (each
     with its own initialisation seed). Level 0 repeats the clean run with `corruptions` init seeds."""
     emb = build_embedder(config.embedder).embed(dataset.adata)
@@ -108,16 +123,32 @@ def run_noise(dataset: GRNDataset, config: RunConfig, levels: list[float], corru
             t0 = time.perf_counter()
             res = fit(inputs, split, config.model, train_cfg)
             ev = evaluate(bundle(res, inputs, config.model), split)
-            rows.append({"dataset": dataset.name, "level": level, "corruption": k, "model": ev.model["test"],
-                         "label_count": ev.baselines["test"]["label_count"], "seconds": time.perf_counter() - t0})
-            log(f"{dataset.name} noise {level:.0%} #{k}: AUROC {ev.model['test']['auroc']:.3f} "
-                f"AUPRC {ev.model['test']['auprc']:.3f} (label_count {ev.baselines['test']['label_count']['auroc']:.3f})")
+            rows.append(
+                {
+                    "dataset": dataset.name,
+                    "level": level,
+                    "corruption": k,
+                    "model": ev.model["test"],
+                    "label_count": ev.baselines["test"]["label_count"],
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            log(
+                f"{dataset.name} noise {level:.0%} #{k}: AUROC {ev.model['test']['auroc']:.3f} "
+                f"AUPRC {ev.model['test']['auprc']:.3f} (label_count {ev.baselines['test']['label_count']['auroc']:.3f})"
+            )
     return rows
 
 
-def run_study_kind(kind: str, data: list[Path], config: RunConfig, seeds: int = 5,
-                   levels: list[float] | None = None, corruptions: int = 10,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_study_kind(
+    kind: str,
+    data: list[Path],
+    config: RunConfig,
+    seeds: int = 5,
+    levels: list[float] | None = None,
+    corruptions: int = 10,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     report: dict[str, Any] = {"kind": kind, "protocol": config.split.protocol, "results": [], "skipped": []}
     for directory in data:
         try:
@@ -131,8 +162,9 @@ def run_study_kind(kind: str, data: list[Path], config: RunConfig, seeds: int = 
         elif kind == "gnn":
             report["results"] += run_variants(dataset, gnn_variants(config), seeds, log)
         elif kind == "noise":
-            report["results"] += run_noise(dataset, config, levels or [0, 0.01, 0.02, 0.03, 0.04, 0.05],
-                                           corruptions, log)
+            report["results"] += run_noise(
+                dataset, config, levels or [0, 0.01, 0.02, 0.03, 0.04, 0.05], corruptions, log
+            )
         else:
             raise ValueError(f"unknown study {kind!r}; expected ablation, gnn or noise")
     return report
@@ -142,19 +174,26 @@ def run_study_kind(kind: str, data: list[Path], config: RunConfig, seeds: int = 
 
 
 def variants_markdown(report: dict) -> str:
-    lines = ["| dataset | protocol | variant | embedder | gnn | model AUROC | model AUPRC | per-TF AUROC "
-             "| label_count AUROC/AUPRC | s/seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | protocol | variant | embedder | gnn | model AUROC | model AUPRC | per-TF AUROC "
+        "| label_count AUROC/AUPRC | s/seed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
         m, b = r["model"], r["label_count"]
-        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['variant']} | {r['embedder']} | {r['gnn']} "
-                     f"| {m['auroc']:.3f} ± {m['auroc_std']:.3f} | {m['auprc']:.3f} ± {m['auprc_std']:.3f} "
-                     f"| {m['per_tf_auroc']:.3f} | {b['auroc']:.3f}/{b['auprc']:.3f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['protocol']} | {r['variant']} | {r['embedder']} | {r['gnn']} "
+            f"| {m['auroc']:.3f} ± {m['auroc_std']:.3f} | {m['auprc']:.3f} ± {m['auprc_std']:.3f} "
+            f"| {m['per_tf_auroc']:.3f} | {b['auroc']:.3f}/{b['auprc']:.3f} | {r['seconds']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def noise_markdown(report: dict) -> str:
-    lines = ["| dataset | flipped | runs | model AUROC | model AUPRC | label_count AUROC | label_count AUPRC |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | flipped | runs | model AUROC | model AUPRC | label_count AUROC | label_count AUPRC |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rows = report["results"]
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         for level in dict.fromkeys(r["level"] for r in rows if r["dataset"] == ds):
@@ -163,8 +202,10 @@ def noise_markdown(report: dict) -> str:
             def f(src: str, k: str, sel=sel) -> str:
                 return f"{np.mean([r[src][k] for r in sel]):.3f} ± {np.std([r[src][k] for r in sel]):.3f}"
 
-            lines.append(f"| {ds} | {level:.0%} | {len(sel)} | {f('model', 'auroc')} | {f('model', 'auprc')} "
-                         f"| {f('label_count', 'auroc')} | {f('label_count', 'auprc')} |")
+            lines.append(
+                f"| {ds} | {level:.0%} | {len(sel)} | {f('model', 'auroc')} | {f('model', 'auprc')} "
+                f"| {f('label_count', 'auroc')} | {f('label_count', 'auprc')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -183,7 +224,9 @@ def noise_figure(report: dict):
         for j, metric in enumerate(("auroc", "auprc")):
             ax = axes[i][j]
             model = [[r["model"][metric] for r in rows if r["dataset"] == ds and r["level"] == lv] for lv in levels]
-            base = [[r["label_count"][metric] for r in rows if r["dataset"] == ds and r["level"] == lv] for lv in levels]
+            base = [
+                [r["label_count"][metric] for r in rows if r["dataset"] == ds and r["level"] == lv] for lv in levels
+            ]
             pos = np.arange(len(levels))
             b1 = ax.boxplot(model, positions=pos - 0.18, widths=0.3, patch_artist=True)
             b2 = ax.boxplot(base, positions=pos + 0.18, widths=0.3, patch_artist=True)
@@ -200,8 +243,9 @@ def noise_figure(report: dict):
     return fig
 
 
-def write_study(report: dict, out: Path, command: str | None = None, to_mlflow: bool = False,
-                config: RunConfig | None = None) -> dict[str, Path]:
+def write_study(
+    report: dict, out: Path, command: str | None = None, to_mlflow: bool = False, config: RunConfig | None = None
+) -> dict[str, Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
@@ -221,8 +265,11 @@ def write_study(report: dict, out: Path, command: str | None = None, to_mlflow: 
 
         cfg = config or RunConfig()
         datasets = sorted({r["dataset"] for r in report["results"]})
-        run_id = tracking.start_run(cfg, {"kind": f"study_{report['kind']}", "protocol": report["protocol"],
-                                          "dataset": ",".join(datasets)}, run_name=f"study-{report['kind']}")
+        run_id = tracking.start_run(
+            cfg,
+            {"kind": f"study_{report['kind']}", "protocol": report["protocol"], "dataset": ",".join(datasets)},
+            run_name=f"study-{report['kind']}",
+        )
         with tempfile.TemporaryDirectory() as tmp:
             for p in paths.values():
                 Path(tmp, p.name).write_bytes(p.read_bytes())

@@ -40,7 +40,10 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS,
         except (ConnectionError, OSError, MlflowException) as exc:
             # A 4xx "does not exist"/"already exists" is not transient: do not retry it.
             if isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in (
-                "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"):
+                "RESOURCE_DOES_NOT_EXIST",
+                "RESOURCE_ALREADY_EXISTS",
+                "INVALID_PARAMETER_VALUE",
+            ):
                 raise
             last = exc
             if i < attempts - 1:
@@ -105,7 +108,9 @@ def log_metrics(run_id: str, metrics: dict[str, float], config=None, step: int |
 
     c = client(config)
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and not math.isnan(float(v))]
+    batch = [
+        Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None and not math.isnan(float(v))
+    ]
     for i in range(0, len(batch), 500):
         with_retries(lambda b=batch[i : i + 500]: c.log_batch(run_id, metrics=b), "log metrics")
 
@@ -126,7 +131,9 @@ def log_history(run_id: str, history: list[dict[str, float]], config=None) -> No
 
 def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str | None = None, config=None) -> None:
     c = client(config)
-    with_retries(lambda: c.log_artifacts(run_id, str(local_dir), artifact_path), f"upload artifacts {artifact_path or ''}")
+    with_retries(
+        lambda: c.log_artifacts(run_id, str(local_dir), artifact_path), f"upload artifacts {artifact_path or ''}"
+    )
 
 
 def log_figure(run_id: str, fig, filename: str, config=None) -> None:
@@ -205,8 +212,9 @@ def _mark_killed(c, run_id: str, signame: str, timeout: float | None = None) -> 
     def work() -> None:
         try:
             with_retries(lambda: c.set_terminated(run_id, "KILLED"), "mark the run KILLED", attempts=3, base=0.2)
-            with_retries(lambda: c.set_tag(run_id, KILLED_SIGNAL_TAG, signame), "tag the killed run", attempts=3,
-                         base=0.2)
+            with_retries(
+                lambda: c.set_tag(run_id, KILLED_SIGNAL_TAG, signame), "tag the killed run", attempts=3, base=0.2
+            )
         except Exception as exc:
             errors.append(exc)
 

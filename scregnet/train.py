@@ -28,6 +28,7 @@ from scregnet.splits import Split
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class ModelInputs:
     """Tensors the model needs, aligned to the dataset's gene order.
@@ -118,9 +119,15 @@ def fit(
     edge_index = training_graph(torch.from_numpy(split.train_positive_edges()), x.shape[0]).to(device)
     model = build_model(inputs, model_cfg).to(device)
     model.set_degrees(torch.from_numpy(split.train).to(device))
-    params = [{"params": [p for name, p in model.named_parameters() if not name.startswith("head.")]},
-              {"params": list(model.head.parameters()), "weight_decay": train_cfg.head_weight_decay
-               if train_cfg.head_weight_decay is not None else train_cfg.weight_decay}]
+    params = [
+        {"params": [p for name, p in model.named_parameters() if not name.startswith("head.")]},
+        {
+            "params": list(model.head.parameters()),
+            "weight_decay": train_cfg.head_weight_decay
+            if train_cfg.head_weight_decay is not None
+            else train_cfg.weight_decay,
+        },
+    ]
     opt = _optimizer(train_cfg.optimizer, params, train_cfg.lr, train_cfg.weight_decay)
 
     train_pairs = torch.from_numpy(split.train[:, :2]).to(device)
@@ -151,8 +158,15 @@ def fit(
         else:
             stale += 1
         history.append(record)
-        log.debug("epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)", epoch, record["train_loss"],
-                  train_cfg.select_metric, value, best_val, best_epoch)
+        log.debug(
+            "epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)",
+            epoch,
+            record["train_loss"],
+            train_cfg.select_metric,
+            value,
+            best_val,
+            best_epoch,
+        )
         if on_eval is not None:
             on_eval(epoch, value)
         return stale >= train_cfg.patience
@@ -201,15 +215,39 @@ def fit(
     if best_scores is not None:
         best_metrics = evaluate_scores(split.val, best_scores)
         best_metrics["auroc_auprc"] = (best_metrics["auroc"] + best_metrics["auprc"]) / 2
-    log.info("trained %d epochs in %.1fs; best validation %s %.4f at epoch %d%s", epoch, time.perf_counter() - start,
-             train_cfg.select_metric, best_val, best_epoch, " (early stop)" if stopped_early else "")
+    log.info(
+        "trained %d epochs in %.1fs; best validation %s %.4f at epoch %d%s",
+        epoch,
+        time.perf_counter() - start,
+        train_cfg.select_metric,
+        best_val,
+        best_epoch,
+        " (early stop)" if stopped_early else "",
+    )
     model.eval()
-    return TrainResult(model, edge_index, best_epoch, float(best_val), best_metrics, history,
-                       time.perf_counter() - start, stopped_early)
+    return TrainResult(
+        model,
+        edge_index,
+        best_epoch,
+        float(best_val),
+        best_metrics,
+        history,
+        time.perf_counter() - start,
+        stopped_early,
+    )
 
 
 def bundle(result: TrainResult, inputs: ModelInputs, model_cfg, **meta) -> ModelBundle:
     """The trained model with its features and graph, ready to score or save."""
-    return ModelBundle(result.model.cpu(), torch.from_numpy(inputs.features), result.edge_index.cpu(),
-                       {"model": model_cfg.model_dump(mode="json"), "genes": list(inputs.genes),
-                        "best_epoch": result.best_epoch, "best_val": result.best_val, **meta})
+    return ModelBundle(
+        result.model.cpu(),
+        torch.from_numpy(inputs.features),
+        result.edge_index.cpu(),
+        {
+            "model": model_cfg.model_dump(mode="json"),
+            "genes": list(inputs.genes),
+            "best_epoch": result.best_epoch,
+            "best_val": result.best_val,
+            **meta,
+        },
+    )

@@ -79,8 +79,9 @@ def make_pruner(config: RunConfig):
     if t.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=t.startup_trials, n_warmup_steps=t.warmup_epochs)
     if t.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(config.train.eval_every, t.warmup_epochs),
-                                              max_resource=t.max_epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(config.train.eval_every, t.warmup_epochs), max_resource=t.max_epochs, reduction_factor=3
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -106,8 +107,12 @@ def create_study(config: RunConfig, study_name: str, storage: str | None):
 
     sampler = optuna.samplers.TPESampler(seed=config.tune.sampler_seed, n_startup_trials=config.tune.startup_trials)
     return optuna.create_study(
-        study_name=study_name, storage=make_storage(storage) if storage else None, sampler=sampler,
-        pruner=make_pruner(config), direction="maximize", load_if_exists=True,
+        study_name=study_name,
+        storage=make_storage(storage) if storage else None,
+        sampler=sampler,
+        pruner=make_pruner(config),
+        direction="maximize",
+        load_if_exists=True,
     )
 
 
@@ -162,8 +167,17 @@ def apply_params(config: RunConfig, params: dict[str, Any]) -> RunConfig:
 def config_overrides(params: dict[str, Any], config: RunConfig) -> dict[str, Any]:
     """Best parameters as dotted config keys (`model.gnn_dims`, `train.lr`, ...) for YAML / --set."""
     cfg = apply_params(config, params)
-    keys = ["model.gnn", "model.gnn_dims", "model.mlp_dims", "model.dropout", "train.lr", "train.weight_decay",
-            "train.optimizer", "train.batch_size", "train.select_metric"]
+    keys = [
+        "model.gnn",
+        "model.gnn_dims",
+        "model.mlp_dims",
+        "model.dropout",
+        "train.lr",
+        "train.weight_decay",
+        "train.optimizer",
+        "train.batch_size",
+        "train.select_metric",
+    ]
     if cfg.model.gnn == "gat":
         keys += ["model.gat_heads", "model.gat_concat", "model.gat_negative_slope"]
     flat = cfg.flat()
@@ -198,14 +212,31 @@ class TrialTracker:
         self.experiment_id = self.client.get_run(parent_run_id).info.experiment_id
 
     def start(self, trial, tags: dict[str, str]) -> str:
-        run = self.tracking.with_retries(lambda: self.client.create_run(
-            self.experiment_id, run_name=f"trial-{trial.number}",
-            tags={"mlflow.parentRunId": self.parent, "kind": "tune_trial", "optuna_trial": str(trial.number), **tags}),
-            "create a trial run")
+        run = self.tracking.with_retries(
+            lambda: self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{trial.number}",
+                tags={
+                    "mlflow.parentRunId": self.parent,
+                    "kind": "tune_trial",
+                    "optuna_trial": str(trial.number),
+                    **tags,
+                },
+            ),
+            "create a trial run",
+        )
         return run.info.run_id
 
-    def finish(self, run_id: str, trial, params: dict, state: str, value: float | None,
-               curve: list[tuple[int, float]], seconds: float) -> None:
+    def finish(
+        self,
+        run_id: str,
+        trial,
+        params: dict,
+        state: str,
+        value: float | None,
+        curve: list[tuple[int, float]],
+        seconds: float,
+    ) -> None:
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
@@ -222,10 +253,15 @@ class TrialTracker:
 
 
 def study_tags(config: RunConfig, dataset: GRNDataset, study_name: str, storage: str | None) -> dict[str, str]:
-    return {"dataset": dataset.name, "protocol": config.split.protocol
-            + ("+degree_aware" if config.split.degree_aware_negatives else ""),
-            "embedder": config.embedder.kind, "seed": str(config.split.seed), "priors_sha256": dataset.priors_hash(),
-            "optuna_study": study_name, "optuna_storage": redact(storage) if storage else "in-memory"}
+    return {
+        "dataset": dataset.name,
+        "protocol": config.split.protocol + ("+degree_aware" if config.split.degree_aware_negatives else ""),
+        "embedder": config.embedder.kind,
+        "seed": str(config.split.seed),
+        "priors_sha256": dataset.priors_hash(),
+        "optuna_study": study_name,
+        "optuna_storage": redact(storage) if storage else "in-memory",
+    }
 
 
 def _parent_run(config: RunConfig, study, tags: dict[str, str], parent_run_id: str | None) -> str:
@@ -267,8 +303,13 @@ class _Report:
             raise optuna.TrialPruned(f"pruned at epoch {epoch} (validation {value:.4f})")
 
 
-def make_objective(inputs: ModelInputs, split: Split, config: RunConfig, tracker: TrialTracker | None = None,
-                   tags: dict[str, str] | None = None) -> Callable:
+def make_objective(
+    inputs: ModelInputs,
+    split: Split,
+    config: RunConfig,
+    tracker: TrialTracker | None = None,
+    tags: dict[str, str] | None = None,
+) -> Callable:
     """Objective: best validation `config.tune.metric` of a trial. `split` must have no test part."""
     import optuna
 
@@ -319,11 +360,20 @@ class TuneResult:
     final: dict[str, Any] = field(default_factory=dict)  # val/test metrics of the retrained model + baselines
 
     def as_dict(self) -> dict[str, Any]:
-        return {"study_name": self.study_name, "storage": redact(self.storage), "metric": self.metric,
-                "best_value": self.best_value, "best_params": self.best_params, "config_overrides": self.overrides,
-                "trials": self.counts, "seconds": self.seconds, "study_seconds": self.study_seconds,
-                "mlflow_parent_run_id": self.parent_run_id,
-                "mlflow_final_run_id": self.final_run_id, "final": self.final}
+        return {
+            "study_name": self.study_name,
+            "storage": redact(self.storage),
+            "metric": self.metric,
+            "best_value": self.best_value,
+            "best_params": self.best_params,
+            "config_overrides": self.overrides,
+            "trials": self.counts,
+            "seconds": self.seconds,
+            "study_seconds": self.study_seconds,
+            "mlflow_parent_run_id": self.parent_run_id,
+            "mlflow_final_run_id": self.final_run_id,
+            "final": self.final,
+        }
 
 
 def state_counts(study) -> dict[str, int]:
@@ -333,10 +383,21 @@ def state_counts(study) -> dict[str, int]:
     return {s: int(c.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
 
 
-def run_study(dataset: GRNDataset, config: RunConfig, embedding: GeneEmbedding | None = None, *,
-              split: Split | None = None, inputs: ModelInputs | None = None, storage: str | None = "default",
-              study_name: str | None = None, n_trials: int | None = None, timeout: float | None = None,
-              track: bool = True, parent_run_id: str | None = None, enqueue: list[dict] | None = None):
+def run_study(
+    dataset: GRNDataset,
+    config: RunConfig,
+    embedding: GeneEmbedding | None = None,
+    *,
+    split: Split | None = None,
+    inputs: ModelInputs | None = None,
+    storage: str | None = "default",
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    track: bool = True,
+    parent_run_id: str | None = None,
+    enqueue: list[dict] | None = None,
+):
     """Run (or resume) the study; returns `(study, split)`.
 
     storage: "default" -> resolve_storage(config); None -> in memory; else an RDB URL.
@@ -367,11 +428,13 @@ def run_study(dataset: GRNDataset, config: RunConfig, embedding: GeneEmbedding |
         from scregnet import tracking
 
         with tracking.run_guard(tracker.parent, config) if tracker else nullcontext():  # a kill: parent KILLED
-            study.optimize(objective, n_trials=target - done,
-                           timeout=timeout if timeout is not None else config.tune.timeout,
-                           callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                        TrialState.FAIL))],
-                           catch=(RuntimeError, ValueError))
+            study.optimize(
+                objective,
+                n_trials=target - done,
+                timeout=timeout if timeout is not None else config.tune.timeout,
+                callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))],
+                catch=(RuntimeError, ValueError),
+            )
     log.info("study %s: %s", name, state_counts(study))
     return study, split
 
@@ -383,10 +446,20 @@ def best_params_artifact(result: TuneResult, directory: Path) -> Path:
     return path
 
 
-def tune(dataset: GRNDataset, config: RunConfig, embedding: GeneEmbedding | None = None, *,
-         storage: str | None = "default", study_name: str | None = None, n_trials: int | None = None,
-         timeout: float | None = None, track: bool = True, parent_run_id: str | None = None,
-         retrain: bool | None = None, out_dir: Path | None = None) -> TuneResult:
+def tune(
+    dataset: GRNDataset,
+    config: RunConfig,
+    embedding: GeneEmbedding | None = None,
+    *,
+    storage: str | None = "default",
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    track: bool = True,
+    parent_run_id: str | None = None,
+    retrain: bool | None = None,
+    out_dir: Path | None = None,
+) -> TuneResult:
     """Search, save the best params (JSON artifact), then retrain with them and evaluate once on test.
 
     The final model is logged as an ordinary training run (tags dataset/protocol/embedder/gnn/seed,
@@ -397,33 +470,57 @@ def tune(dataset: GRNDataset, config: RunConfig, embedding: GeneEmbedding | None
 
     t0 = time.perf_counter()
     inputs = ModelInputs.build(dataset, embedding)
-    study, split = run_study(dataset, config, embedding, inputs=inputs, storage=storage, study_name=study_name,
-                             n_trials=n_trials, timeout=timeout, track=track, parent_run_id=parent_run_id)
+    study, split = run_study(
+        dataset,
+        config,
+        embedding,
+        inputs=inputs,
+        storage=storage,
+        study_name=study_name,
+        n_trials=n_trials,
+        timeout=timeout,
+        track=track,
+        parent_run_id=parent_run_id,
+    )
     study_seconds = time.perf_counter() - t0
     completed = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not completed:
         raise RuntimeError(f"study {study.study_name}: no trial completed ({state_counts(study)}); nothing to retrain")
     best = study.best_trial
     url = resolve_storage(config) if storage == "default" else (storage or "in-memory")
-    result = TuneResult(study.study_name, url, dict(best.params), float(best.value), config.tune.metric,
-                        config_overrides(best.params, config), state_counts(study), 0.0,
-                        study_seconds=study_seconds,
-                        parent_run_id=study.user_attrs.get("mlflow_parent_run_id") if track else None)
+    result = TuneResult(
+        study.study_name,
+        url,
+        dict(best.params),
+        float(best.value),
+        config.tune.metric,
+        config_overrides(best.params, config),
+        state_counts(study),
+        0.0,
+        study_seconds=study_seconds,
+        parent_run_id=study.user_attrs.get("mlflow_parent_run_id") if track else None,
+    )
     # The parent run this call closes (none was given): a kill while retraining marks it KILLED.
     owned = result.parent_run_id if parent_run_id is None else None
     with tracking.run_guard(owned, config) if owned else nullcontext():
         if retrain if retrain is not None else config.tune.retrain:
-            result.final, result.final_run_id = retrain_and_evaluate(dataset, inputs, split, config, best.params,
-                                                                     track, result.parent_run_id)
+            result.final, result.final_run_id = retrain_and_evaluate(
+                dataset, inputs, split, config, best.params, track, result.parent_run_id
+            )
         result.seconds = time.perf_counter() - t0
         out = out_dir or home() / "tune" / study.study_name
         path = best_params_artifact(result, Path(out))
         if track and result.parent_run_id:
             tracking.log_artifacts(result.parent_run_id, path.parent, "tuning", config)
-            tracking.log_metrics(result.parent_run_id, {
-                f"best_val_{config.tune.metric}": result.best_value,
-                **{f"n_trials_{k.lower()}": v for k, v in result.counts.items()},
-                **{f"final_{k}": v for k, v in _flat_final(result.final).items()}}, config)
+            tracking.log_metrics(
+                result.parent_run_id,
+                {
+                    f"best_val_{config.tune.metric}": result.best_value,
+                    **{f"n_trials_{k.lower()}": v for k, v in result.counts.items()},
+                    **{f"final_{k}": v for k, v in _flat_final(result.final).items()},
+                },
+                config,
+            )
             if owned:
                 tracking.end_run(result.parent_run_id, "FINISHED", config)
     return result
@@ -435,8 +532,15 @@ def _flat_final(final: dict) -> dict[str, float]:
     return flat_metrics(final["model"], final["baselines"])
 
 
-def retrain_and_evaluate(dataset: GRNDataset, inputs: ModelInputs, split: Split, config: RunConfig,
-                         params: dict, track: bool = True, parent_run_id: str | None = None):
+def retrain_and_evaluate(
+    dataset: GRNDataset,
+    inputs: ModelInputs,
+    split: Split,
+    config: RunConfig,
+    params: dict,
+    track: bool = True,
+    parent_run_id: str | None = None,
+):
     """Retrain with `params` (full epoch budget, selection on validation) and evaluate once on test."""
     from scregnet import tracking
     from scregnet.experiment import evaluate
@@ -449,16 +553,27 @@ def retrain_and_evaluate(dataset: GRNDataset, inputs: ModelInputs, split: Split,
     final = {"model": ev.model, "baselines": ev.baselines, "best_epoch": res.best_epoch, "train_seconds": res.seconds}
     run_id = None
     if track:
-        tags = {"dataset": dataset.name, "protocol": split.protocol, "embedder": cfg.embedder.kind,
-                "gnn": cfg.model.gnn, "seed": str(cfg.train.seed), "priors_sha256": dataset.priors_hash(),
-                "split_sha256": split.hash(), "tuned": "true", "kind": "train"}
+        tags = {
+            "dataset": dataset.name,
+            "protocol": split.protocol,
+            "embedder": cfg.embedder.kind,
+            "gnn": cfg.model.gnn,
+            "seed": str(cfg.train.seed),
+            "priors_sha256": dataset.priors_hash(),
+            "split_sha256": split.hash(),
+            "tuned": "true",
+            "kind": "train",
+        }
         if parent_run_id:
             tags["tune_parent_run_id"] = parent_run_id
         tags.update(_manifest_tags(cfg))
         run_id = tracking.start_run(cfg, tags, run_name=f"tuned-{dataset.name}")
         tracking.log_history(run_id, res.history, cfg)
-        tracking.log_metrics(run_id, {"best_epoch": res.best_epoch, "train_seconds": res.seconds,
-                                      **flat_metrics(ev.model, ev.baselines)}, cfg)
+        tracking.log_metrics(
+            run_id,
+            {"best_epoch": res.best_epoch, "train_seconds": res.seconds, **flat_metrics(ev.model, ev.baselines)},
+            cfg,
+        )
         tracking.end_run(run_id, "FINISHED", cfg)
     return final, run_id
 
@@ -488,8 +603,14 @@ def flat_metrics(model: dict, baselines: dict) -> dict[str, float]:
 # --------------------------------------------------------------------------- tuned vs default
 
 
-def tuned_vs_default(dataset: GRNDataset, config: RunConfig, params: dict, embedding: GeneEmbedding | None = None,
-                     seeds: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+def tuned_vs_default(
+    dataset: GRNDataset,
+    config: RunConfig,
+    params: dict,
+    embedding: GeneEmbedding | None = None,
+    seeds: int = 3,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Default config vs the tuned params over `seeds` independent splits + initialisations (test once each).
 
     The study tuned on split seed `config.split.seed`'s validation part; the other seeds are fresh splits.
@@ -500,20 +621,26 @@ def tuned_vs_default(dataset: GRNDataset, config: RunConfig, params: dict, embed
     out: dict[str, Any] = {"dataset": dataset.name, "protocol": config.split.protocol, "seeds": seeds, "params": params}
     for name, cfg in (("default", config), ("tuned", apply_params(config, params))):
         rows = run_seeds(dataset, cfg, embedding, seeds, inputs=inputs, log=log, label=name)
-        out[name] = {k: (float(np.mean([r["model"][k] for r in rows])), float(np.std([r["model"][k] for r in rows])))
-                     for k in ("auroc", "auprc", "per_tf_auroc")}
+        out[name] = {
+            k: (float(np.mean([r["model"][k] for r in rows])), float(np.std([r["model"][k] for r in rows])))
+            for k in ("auroc", "auprc", "per_tf_auroc")
+        }
         out[name]["seconds"] = float(np.mean([r["seconds"] for r in rows]))
-        out["label_count"] = {k: (float(np.mean([r["label_count"][k] for r in rows])),
-                                  float(np.std([r["label_count"][k] for r in rows]))) for k in ("auroc", "auprc")}
+        out["label_count"] = {
+            k: (float(np.mean([r["label_count"][k] for r in rows])), float(np.std([r["label_count"][k] for r in rows])))
+            for k in ("auroc", "auprc")
+        }
     return out
 
 
 def tuning_markdown(rows: list[dict[str, Any]]) -> str:
     from scregnet.reference import SCREGNET_GENEFORMER, cell_type
 
-    lines = ["| dataset | protocol | trials (complete/pruned) | study s | best val | default AUROC | default AUPRC "
-             "| tuned AUROC | tuned AUPRC | label_count AUROC/AUPRC | paper AUROC/AUPRC |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | protocol | trials (complete/pruned) | study s | best val | default AUROC | default AUPRC "
+        "| tuned AUROC | tuned AUPRC | label_count AUROC/AUPRC | paper AUROC/AUPRC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         c, d, t, lc = r["tune"]["trials"], r["compare"]["default"], r["compare"]["tuned"], r["compare"]["label_count"]
         paper = SCREGNET_GENEFORMER.get(cell_type(r["compare"]["dataset"]))
@@ -523,5 +650,6 @@ def tuning_markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['tune']['study_seconds']:.0f} | {r['tune']['best_value']:.3f} "
             f"| {d['auroc'][0]:.3f} ± {d['auroc'][1]:.3f} | {d['auprc'][0]:.3f} ± {d['auprc'][1]:.3f} "
             f"| {t['auroc'][0]:.3f} ± {t['auroc'][1]:.3f} | {t['auprc'][0]:.3f} ± {t['auprc'][1]:.3f} "
-            f"| {lc['auroc'][0]:.3f}/{lc['auprc'][0]:.3f} | {ps} |")
+            f"| {lc['auroc'][0]:.3f}/{lc['auprc'][0]:.3f} | {ps} |"
+        )
     return "\n".join(lines) + "\n"

@@ -48,28 +48,32 @@ def _gene_frame(dataset: GRNDataset) -> pd.DataFrame:
     with np.errstate(invalid="ignore"):
         neg = np.where(finite, x < 0, False)
         minimum = np.where(finite, x, np.inf).min(axis=0) if x.shape[0] else np.zeros(x.shape[1])
-    return pd.DataFrame({
-        "gene": [str(g) for g in dataset.adata.var_names],
-        "n_nonfinite": (~finite).sum(axis=0).astype(int),
-        "n_negative": neg.sum(axis=0).astype(int),
-        "min_value": minimum,
-    })
+    return pd.DataFrame(
+        {
+            "gene": [str(g) for g in dataset.adata.var_names],
+            "n_nonfinite": (~finite).sum(axis=0).astype(int),
+            "n_negative": neg.sum(axis=0).astype(int),
+            "min_value": minimum,
+        }
+    )
 
 
 def _prior_frame(dataset: GRNDataset) -> pd.DataFrame:
     genes = set(map(str, dataset.adata.var_names))
     p = dataset.priors.reset_index(drop=True)
     source = p["source"].astype(str) if "source" in p else pd.Series(["priors"] * len(p))
-    return pd.DataFrame({
-        "row": source.groupby(source).cumcount().to_numpy() + 2,  # line in its own file (header = 1)
-        "edge": p["tf"].astype(str) + "->" + p["target"].astype(str),
-        "tf": p["tf"].astype(str),
-        "target": p["target"].astype(str),
-        "source": source,
-        "tf_measured": p["tf"].isin(genes),
-        "target_measured": p["target"].isin(genes),
-        "self_loop": p["tf"] == p["target"],
-    })
+    return pd.DataFrame(
+        {
+            "row": source.groupby(source).cumcount().to_numpy() + 2,  # line in its own file (header = 1)
+            "edge": p["tf"].astype(str) + "->" + p["target"].astype(str),
+            "tf": p["tf"].astype(str),
+            "target": p["target"].astype(str),
+            "source": source,
+            "tf_measured": p["tf"].isin(genes),
+            "target_measured": p["target"].isin(genes),
+            "self_loop": p["tf"] == p["target"],
+        }
+    )
 
 
 def _run_suite(context, name: str, frame: pd.DataFrame, expectations: list):
@@ -81,9 +85,13 @@ def _run_suite(context, name: str, frame: pd.DataFrame, expectations: list):
     suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
     for exp in expectations:
         suite.add_expectation(exp)
-    vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite))
-    result = vd.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE",
-                                                                         "unexpected_index_column_names": [frame.columns[0]]})
+    vd = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite)
+    )
+    result = vd.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [frame.columns[0]]},
+    )
     return vd, result
 
 
@@ -101,8 +109,9 @@ def _unexpected(res, limit: int = 5) -> tuple[list, int]:
     return list(values)[:limit], count
 
 
-def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 20,
-                     report_dir: str | Path | None = None) -> ValidationReport:
+def validate_dataset(
+    dataset: GRNDataset, min_cells: int = 10, min_genes: int = 20, report_dir: str | Path | None = None
+) -> ValidationReport:
     """Run the expression and priors suites; returns a report (does not raise)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # GX draws a progress bar per expectation
@@ -147,7 +156,9 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
     for kind, col, res in _failures(expr_result):
         if kind == "expect_column_values_to_be_unique":
             vals, count = _unexpected(res)
-            report.problems.append(f"{expr_file}: duplicated gene names ({count} rows), e.g. {sorted(set(vals))}; expected unique gene names")
+            report.problems.append(
+                f"{expr_file}: duplicated gene names ({count} rows), e.g. {sorted(set(vals))}; expected unique gene names"
+            )
         elif kind == "expect_table_row_count_to_be_between":
             report.problems.append(f"{expr_file}: only {n_genes} genes; expected at least {min_genes}")
         else:
@@ -156,11 +167,14 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
             examples = ", ".join(f"{g} ({c} cells)" for g, c in zip(bad["gene"][:5], bad[col][:5]))
             report.problems.append(
                 f"{expr_file}: {len(bad)} gene(s) have {what} expression values, e.g. {examples}; "
-                "expected finite, non-negative values")
+                "expected finite, non-negative values"
+            )
     cells = pd.Series([str(c) for c in dataset.adata.obs_names])
     if cells.duplicated().any():
-        report.problems.append(f"{expr_file}: duplicated cell names, e.g. {sorted(set(cells[cells.duplicated()]))[:5]}; "
-                               "expected unique cell names")
+        report.problems.append(
+            f"{expr_file}: duplicated cell names, e.g. {sorted(set(cells[cells.duplicated()]))[:5]}; "
+            "expected unique cell names"
+        )
     if n_cells < min_cells:
         report.problems.append(f"{expr_file}: only {n_cells} cells; expected at least {min_cells}")
 
@@ -181,20 +195,23 @@ def validate_dataset(dataset: GRNDataset, min_cells: int = 10, min_genes: int = 
         src = first["source"] if first["source"] not in ("", "nan") else prior_file
         if col == "self_loop":
             report.problems.append(
-                f"{src}: row {first['row']}: self loop {first['edge']} ({len(bad)} in total); expected TF != target")
+                f"{src}: row {first['row']}: self loop {first['edge']} ({len(bad)} in total); expected TF != target"
+            )
         else:
             role = "TF" if col == "tf_measured" else "target"
             missing = sorted(set(bad["tf" if role == "TF" else "target"]))
             report.problems.append(
                 f"{src}: row {first['row']}, column '{'tf' if role == 'TF' else 'target'}': {role} gene "
                 f"{first[role.lower()]!r} is not in the expression ({expr_file}); {len(missing)} {role} gene(s) "
-                f"absent, e.g. {missing[:5]}; expected every prior gene to be measured")
+                f"absent, e.g. {missing[:5]}; expected every prior gene to be measured"
+            )
 
     dups = priors[priors.duplicated(["tf", "target"], keep="first")]
     if len(dups):
         first = dups.iloc[0]
         report.warnings.append(
-            f"{first['source']}: {len(dups)} duplicated edge(s), e.g. row {first['row']} {first['edge']}; merged")
+            f"{first['source']}: {len(dups)} duplicated edge(s), e.g. row {first['row']} {first['edge']}; merged"
+        )
     if not report.problems:
         graph = dataset.label_graph()
         if len(graph.tf_index) == 0:

@@ -42,9 +42,23 @@ import yaml
 from scregnet import priors_store as ps
 
 # Keys of a ZenML run-config YAML that are not our RunConfig.
-ZENML_KEYS = ("settings", "steps", "enable_cache", "enable_artifact_metadata", "enable_artifact_visualization",
-              "enable_step_logs", "run_name", "schedule", "build", "model", "extra", "tags", "substitutions",
-              "enable_pipeline_logs", "cache_policy")
+ZENML_KEYS = (
+    "settings",
+    "steps",
+    "enable_cache",
+    "enable_artifact_metadata",
+    "enable_artifact_visualization",
+    "enable_step_logs",
+    "run_name",
+    "schedule",
+    "build",
+    "model",
+    "extra",
+    "tags",
+    "substitutions",
+    "enable_pipeline_logs",
+    "cache_policy",
+)
 
 
 @dataclass
@@ -104,8 +118,7 @@ def find_expression(root: Path, dataset: str) -> tuple[str, Path] | None:
     return None
 
 
-def write_run_config(base: Path | None, dataset: str, source: tuple[str, Path], manifest_path: Path,
-                     out: Path) -> Path:
+def write_run_config(base: Path | None, dataset: str, source: tuple[str, Path], manifest_path: Path, out: Path) -> Path:
     """The base run-config YAML with `parameters.config.data` pointing at this dataset's priors."""
     raw: dict = {}
     if base is not None:
@@ -120,8 +133,14 @@ def write_run_config(base: Path | None, dataset: str, source: tuple[str, Path], 
     for k in ("path", "h5ad", "priors", "name", "replace_labels", "prior_manifest"):
         data.pop(k, None)
     kind, where = source
-    data.update({kind: str(where), "priors": [str(p) for p in ps.manifest_files(manifest_path)], "name": dataset,
-                 "prior_manifest": str(manifest_path)})
+    data.update(
+        {
+            kind: str(where),
+            "priors": [str(p) for p in ps.manifest_files(manifest_path)],
+            "name": dataset,
+            "prior_manifest": str(manifest_path),
+        }
+    )
     if kind == "path":
         data["replace_labels"] = True  # the S3 priors are the labels, not an addition to Label.csv
     cfg["data"] = data
@@ -137,8 +156,14 @@ def run_subprocess(cfg: WatchConfig, req: RunRequest, log: Callable[[str], None]
     log(f"[{req.dataset}] start: {' '.join(cmd)}  (log: {req.log_path})")
     req.log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(req.log_path, "wb") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=dict(os.environ))
+        proc = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=dict(os.environ),
+        )
         try:
             return proc.wait(timeout=cfg.run_timeout)
         except subprocess.TimeoutExpired:
@@ -206,20 +231,28 @@ def held_back(cfg: WatchConfig, dataset: str, entry: dict | None, objects, now: 
         failures, last = int(entry["failures"]), datetime.fromisoformat(entry["last_failed_at"])
     except (KeyError, TypeError, ValueError):
         return None  # a hand-edited or foreign entry must not block training forever
-    what = (f"failed {failures}x in a row on these priors (last: exit {entry.get('exit_code')}, "
-            f"log {entry.get('log')})")
+    what = f"failed {failures}x in a row on these priors (last: exit {entry.get('exit_code')}, log {entry.get('log')})"
     if cfg.max_failures is not None and failures >= cfg.max_failures:
-        return Outcome(dataset, "gave-up", f"{what}; not retried until its priors change or --retry-failed",
-                       entry.get("manifest_sha256"))
+        return Outcome(
+            dataset,
+            "gave-up",
+            f"{what}; not retried until its priors change or --retry-failed",
+            entry.get("manifest_sha256"),
+        )
     due = last + timedelta(seconds=retry_delay(failures, cfg.retry_base_seconds, cfg.retry_max_seconds))
     if now >= due:
         return None
-    return Outcome(dataset, "backoff", f"{what}; next retry at {_when(due)} (in {_span((due - now).total_seconds())})",
-                   entry.get("manifest_sha256"))
+    return Outcome(
+        dataset,
+        "backoff",
+        f"{what}; next retry at {_when(due)} (in {_span((due - now).total_seconds())})",
+        entry.get("manifest_sha256"),
+    )
 
 
-def failure_entry(cfg: WatchConfig, previous: dict | None, objects, digest: str, rc: int, log_path: Path,
-                  at: datetime) -> dict:
+def failure_entry(
+    cfg: WatchConfig, previous: dict | None, objects, digest: str, rc: int, log_path: Path, at: datetime
+) -> dict:
     """The state["failed"][dataset] entry after a failed run: the count continues only when the
     previous failure was of the same listing (same keys and ETags)."""
     fp = ps.fingerprint(objects)
@@ -227,20 +260,31 @@ def failure_entry(cfg: WatchConfig, previous: dict | None, objects, digest: str,
     failures = (int(previous.get("failures", 0)) if same else 0) + 1
     gave_up = cfg.max_failures is not None and failures >= cfg.max_failures
     delay = retry_delay(failures, cfg.retry_base_seconds, cfg.retry_max_seconds)
-    return {"fingerprint": fp, "manifest_sha256": digest, "failures": failures,
-            "first_failed_at": previous.get("first_failed_at", at.isoformat()) if same else at.isoformat(),
-            "last_failed_at": at.isoformat(), "exit_code": rc, "log": str(log_path),
-            # for whoever reads the state; a watcher recomputes it from its own settings
-            "next_retry_at": None if gave_up else (at + timedelta(seconds=delay)).isoformat()}
+    return {
+        "fingerprint": fp,
+        "manifest_sha256": digest,
+        "failures": failures,
+        "first_failed_at": previous.get("first_failed_at", at.isoformat()) if same else at.isoformat(),
+        "last_failed_at": at.isoformat(),
+        "exit_code": rc,
+        "log": str(log_path),
+        # for whoever reads the state; a watcher recomputes it from its own settings
+        "next_retry_at": None if gave_up else (at + timedelta(seconds=delay)).isoformat(),
+    }
 
 
 # ------------------------------------------------------------------------------------
 # one pass
 
 
-def watch_once(cfg: WatchConfig, s3=None, runner: Callable[[WatchConfig, RunRequest, Callable], int] | None = None,
-               log: Callable[[str], None] = print, clock: Callable[[], datetime] | None = None,
-               retry_failed: bool = False) -> list[Outcome]:
+def watch_once(
+    cfg: WatchConfig,
+    s3=None,
+    runner: Callable[[WatchConfig, RunRequest, Callable], int] | None = None,
+    log: Callable[[str], None] = print,
+    clock: Callable[[], datetime] | None = None,
+    retry_failed: bool = False,
+) -> list[Outcome]:
     """One pass over the prefix; returns one outcome per dataset seen.
 
     `clock`: timezone-aware now (default: the S3 server's clock, see `server_clock`).
@@ -267,8 +311,9 @@ def watch_once(cfg: WatchConfig, s3=None, runner: Callable[[WatchConfig, RunRequ
         elif held is not None and not retry_failed:
             outcomes[dataset] = held
         elif find_expression(cfg.expression_root, dataset) is None:
-            outcomes[dataset] = Outcome(dataset, "no-expression",
-                                        f"no BEELINE directory or single .h5ad at {cfg.expression_root / dataset}")
+            outcomes[dataset] = Outcome(
+                dataset, "no-expression", f"no BEELINE directory or single .h5ad at {cfg.expression_root / dataset}"
+            )
         else:
             if held is not None:
                 log(f"[{dataset}] {held.status}, retried now (--retry-failed): {held.detail}")
@@ -279,21 +324,24 @@ def watch_once(cfg: WatchConfig, s3=None, runner: Callable[[WatchConfig, RunRequ
     young = {d for d, objs in candidates.items() if not ps.is_settled(objs, listing.server_time, cfg.settle_seconds)}
     if young:
         now = listing.server_time or datetime.now(UTC)
-        wait = max(cfg.settle_seconds - (now - max(o.last_modified for o in candidates[d])).total_seconds()
-                   for d in young)
+        wait = max(
+            cfg.settle_seconds - (now - max(o.last_modified for o in candidates[d])).total_seconds() for d in young
+        )
         log(f"waiting {max(wait, 0):.0f}s for uploads to settle: {', '.join(sorted(young))}")
         time.sleep(min(max(wait, 0.0), cfg.settle_seconds) + 1.0)
         again = ps.list_priors(s3, cfg.bucket, cfg.prefix)
         for d in young:
             objs = again.datasets.get(d, [])
             if ps.fingerprint(objs) != ps.fingerprint(candidates[d]) or not ps.is_settled(
-                    objs, again.server_time, cfg.settle_seconds):
+                objs, again.server_time, cfg.settle_seconds
+            ):
                 outcomes[d] = Outcome(d, "settling", "still being uploaded; next pass")
                 del candidates[d]
     for dataset, objects in sorted(candidates.items()):
         source = find_expression(cfg.expression_root, dataset)
-        outcomes[dataset] = _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clock,
-                                     retry_failed)
+        outcomes[dataset] = _process(
+            cfg, s3, state, dataset, objects, source, runner, workdir, log, clock, retry_failed
+        )
     outcomes = [outcomes[d] for d in sorted(outcomes)]
     for o in outcomes:
         log(f"[{o.dataset}] {o.status}" + (f": {o.detail}" if o.detail else ""))
@@ -319,9 +367,12 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clo
         except ps.ChangedDuringDownload as exc:
             return Outcome(dataset, "changed", str(exc))
         digest = manifest["sha256"]
-        record = {"manifest_sha256": digest,
-                  "files": [{k: f[k] for k in ("key", "rel", "etag", "sha256", "size")} for f in manifest["files"]]}
+        record = {
+            "manifest_sha256": digest,
+            "files": [{k: f[k] for k in ("key", "rel", "etag", "sha256", "size")} for f in manifest["files"]],
+        }
         if done and done.get("manifest_sha256") == digest:  # same bytes re-uploaded: note the new ETags only
+
             def _same(s: dict) -> None:
                 s["datasets"][dataset].update(record)
                 s["failed"].pop(dataset, None)  # a failure of other priors no longer applies
@@ -329,9 +380,18 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clo
             state.update(_same)
             return Outcome(dataset, "same-content", "ETags changed, content did not: nothing to train", digest)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        req = RunRequest(dataset, write_run_config(cfg.run_config, dataset, source, manifest_path,
-                                                   workdir / "runs" / f"{dataset}-{digest[:12]}-{stamp}.yaml"),
-                         manifest_path, workdir / "logs" / f"{dataset}-{digest[:12]}-{stamp}.log")
+        req = RunRequest(
+            dataset,
+            write_run_config(
+                cfg.run_config,
+                dataset,
+                source,
+                manifest_path,
+                workdir / "runs" / f"{dataset}-{digest[:12]}-{stamp}.yaml",
+            ),
+            manifest_path,
+            workdir / "logs" / f"{dataset}-{digest[:12]}-{stamp}.log",
+        )
         t0 = time.perf_counter()
         rc = runner(cfg, req, log)
         seconds = time.perf_counter() - t0
@@ -339,27 +399,41 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clo
             at = clock()
 
             def _failed(s: dict) -> None:  # not trained: `datasets` keeps the last successful run
-                s["failed"][dataset] = failure_entry(cfg, s["failed"].get(dataset), objects, digest, rc,
-                                                     req.log_path, at)
+                s["failed"][dataset] = failure_entry(
+                    cfg, s["failed"].get(dataset), objects, digest, rc, req.log_path, at
+                )
 
             entry = state.update(_failed)["failed"][dataset]
             if entry["next_retry_at"] is None:
-                then = (f"giving up on these priors (max {cfg.max_failures} failures) until they change "
-                        "or --retry-failed")
+                then = (
+                    f"giving up on these priors (max {cfg.max_failures} failures) until they change or --retry-failed"
+                )
             else:
                 due = datetime.fromisoformat(entry["next_retry_at"])
                 then = f"next retry at {_when(due)} (in {_span((due - at).total_seconds())}) unless the priors change"
-            log(f"[{dataset}] run failed (exit {rc}), failure {entry['failures']} in a row on these priors; {then}. "
-                f"Log tail:\n{_tail(req.log_path)}")
-            return Outcome(dataset, "failed", f"exit {rc}, log {req.log_path}; failure {entry['failures']}, {then}",
-                           digest, seconds)
+            log(
+                f"[{dataset}] run failed (exit {rc}), failure {entry['failures']} in a row on these priors; {then}. "
+                f"Log tail:\n{_tail(req.log_path)}"
+            )
+            return Outcome(
+                dataset,
+                "failed",
+                f"exit {rc}, log {req.log_path}; failure {entry['failures']}, {then}",
+                digest,
+                seconds,
+            )
         if lock.lost:
             log(f"[{dataset}] warning: the lease was lost during the run (heartbeat could not renew it)")
 
         def _record(s: dict) -> None:
-            s["datasets"][dataset] = {**record, "trained_at": datetime.now(UTC).isoformat(),
-                                      "seconds": round(seconds, 1), "run_config": str(req.config_path),
-                                      "log": str(req.log_path), "manifest": str(manifest_path)}
+            s["datasets"][dataset] = {
+                **record,
+                "trained_at": datetime.now(UTC).isoformat(),
+                "seconds": round(seconds, 1),
+                "run_config": str(req.config_path),
+                "log": str(req.log_path),
+                "manifest": str(manifest_path),
+            }
             s["failed"].pop(dataset, None)  # the failure streak is over
 
         state.update(_record)
@@ -368,8 +442,14 @@ def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clo
         lock.release()
 
 
-def watch(cfg: WatchConfig, once: bool = True, interval: float = 900.0, log: Callable[[str], None] = print,
-          max_passes: int | None = None, retry_failed: bool = False) -> list[Outcome]:
+def watch(
+    cfg: WatchConfig,
+    once: bool = True,
+    interval: float = 900.0,
+    log: Callable[[str], None] = print,
+    max_passes: int | None = None,
+    retry_failed: bool = False,
+) -> list[Outcome]:
     """`--once`: one pass. Otherwise a pass every `interval` seconds until stopped.
     `retry_failed` applies to the first pass only: later passes back off again."""
     s3 = ps.s3_client(cfg.endpoint_url)

@@ -26,8 +26,12 @@ import pytest
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_SESSION_TOKEN": "testing"}
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_SESSION_TOKEN": "testing",
+}
 
 
 def free_port() -> int:
@@ -65,8 +69,10 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> N
     last = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"service exited with {proc.returncode} before answering {url}:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"service exited with {proc.returncode} before answering {url}:\n"
+                f"{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status < 500:
@@ -106,10 +112,18 @@ sys.exit(child.returncode)
 """
 
 
-def start_service(cmd: list[str], health_url: str, log: Path, timeout: float, env: dict | None = None) -> subprocess.Popen:
+def start_service(
+    cmd: list[str], health_url: str, log: Path, timeout: float, env: dict | None = None
+) -> subprocess.Popen:
     logf = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, *cmd], stdout=logf, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, *cmd],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
     logf.close()
     try:
         _wait_http(health_url, proc, log, timeout)
@@ -137,9 +151,24 @@ def start_mlflow(workdir: Path, timeout: float = 120.0) -> Service:
     exe = BIN / "mlflow"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
     proc = start_service(
-        [*cmd, "server", "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts),
-         "--host", HOST, "--port", str(port), "--workers", "1"],
-        f"http://{HOST}:{port}/health", log, timeout)
+        [
+            *cmd,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        f"http://{HOST}:{port}/health",
+        log,
+        timeout,
+    )
     return Service(f"http://{HOST}:{port}", proc, log, {"db": db, "artifacts": artifacts})
 
 
@@ -165,5 +194,11 @@ def mlflow_server(tmp_path_factory):
 def s3_client(endpoint: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                        aws_secret_access_key="testing", aws_session_token="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+    )

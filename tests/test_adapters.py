@@ -99,7 +99,8 @@ def test_torch_refuses_arbitrary_pickles_and_bad_shapes(tmp_path: Path):
 def test_ensembl_csv_with_mapping(tmp_path: Path):
     emb_df = pd.DataFrame(
         [[1, 2], [3, 4], [5, 6], [7, 8], [9, 9]],
-        index=["<cls>", "ENSG01", "ENSG02", "ENSG03", "<eos>"], columns=["0", "1"],
+        index=["<cls>", "ENSG01", "ENSG02", "ENSG03", "<eos>"],
+        columns=["0", "1"],
     )
     emb_df.to_csv(tmp_path / "gene_embeddings.csv")
     pd.DataFrame({"gene": ["sox2", "NANOG", "OCT4"], "ensembl_id": ["ENSG01", "ENSG02", "ENSG02"]}).to_csv(

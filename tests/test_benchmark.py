@@ -10,15 +10,45 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_benchmark_cli_writes_the_documented_json_and_skips_missing_expression(synthetic_dir, tmp_path, beeline):
     cfg = tmp_path / "fast.yaml"
-    cfg.write_text(yaml.safe_dump({"parameters": {"config": {
-        "model": {"gnn_dims": [16], "mlp_dims": [8]}, "train": {"max_epochs": 15, "patience": 2}}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "parameters": {
+                    "config": {"model": {"gnn_dims": [16], "mlp_dims": [8]}, "train": {"max_epochs": 15, "patience": 2}}
+                }
+            }
+        )
+    )
     out = tmp_path / "bench.json"
     hesc = beeline("hESC")  # labels but no expression: must be skipped with a message
     proc = subprocess.run(
-        [sys.executable, "-m", "scregnet.cli", "benchmark", "--data", str(synthetic_dir), "--data", str(hesc),
-         "--seeds", "2", "--protocol", "genelink", "--embedder", "none", "--embedder", "pca",
-         "--config", str(cfg), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "scregnet.cli",
+            "benchmark",
+            "--data",
+            str(synthetic_dir),
+            "--data",
+            str(hesc),
+            "--seeds",
+            "2",
+            "--protocol",
+            "genelink",
+            "--embedder",
+            "none",
+            "--embedder",
+            "pca",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"skip {hesc}" in proc.stdout and "expression matrix is absent" in proc.stdout
     report = json.loads(out.read_text())

@@ -12,8 +12,10 @@ from scregnet.config import RunConfig
 def _metrics(auroc: float, lc: float) -> tuple[dict, dict]:
     part = lambda a: {"auroc": a, "auprc": a / 2, "per_tf_auroc": a - 0.1, "auprc_lift": 3.0, "n": 100.0}  # noqa: E731
     model = {"val": part(auroc), "test": part(auroc)}
-    baselines = {p: {"label_count": part(lc), "tf_prior": part(lc - 0.1), "target_popularity": part(0.6)}
-                 for p in ("val", "test")}
+    baselines = {
+        p: {"label_count": part(lc), "tf_prior": part(lc - 0.1), "target_popularity": part(0.6)}
+        for p in ("val", "test")
+    }
     return model, baselines
 
 
@@ -27,8 +29,14 @@ def store(tmp_path):
     def log(dataset, protocol, seed, auroc, lc, gnn="gcn", status="FINISHED", kind=None):
         c = cfg.model_copy(deep=True)
         c.model.gnn = gnn
-        tags = {"dataset": dataset, "protocol": protocol, "embedder": "none", "gnn": gnn, "seed": str(seed),
-                "priors_sha256": "abc"}
+        tags = {
+            "dataset": dataset,
+            "protocol": protocol,
+            "embedder": "none",
+            "gnn": gnn,
+            "seed": str(seed),
+            "priors_sha256": "abc",
+        }
         if kind:
             tags["kind"] = kind
         run_id = tracking.start_run(c, tags)
@@ -55,8 +63,11 @@ def test_compare_groups_filters_and_averages(store):
     c = tracking.client(store)
     groups, table = compare(c, experiment="compare-test", dataset="mDC/TFs500")
     keys = [g.key for g in groups]
-    assert keys == [("mDC/TFs500", "genelink", "none", "gcn"), ("mDC/TFs500", "heldout_tf", "none", "gat"),
-                    ("mDC/TFs500", "heldout_tf", "none", "gcn")]
+    assert keys == [
+        ("mDC/TFs500", "genelink", "none", "gcn"),
+        ("mDC/TFs500", "heldout_tf", "none", "gat"),
+        ("mDC/TFs500", "heldout_tf", "none", "gcn"),
+    ]
     genelink = groups[0]
     assert genelink.n == 3 and sorted(genelink.seeds) == ["0", "1", "2"]
     mean, std, n = genelink.stat("model", "auroc")

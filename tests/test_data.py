@@ -57,7 +57,10 @@ def test_label_index_out_of_range_names_file_row_and_range(synthetic_dir, tmp_pa
     label = pd.read_csv(bad / "Label.csv", index_col=0)
     label.loc[3, "Target"] = 10_000
     label.to_csv(bad / "Label.csv")
-    with pytest.raises(DataError, match=r"Label.csv: row 5, column 'Target': node index '10000' is out of range; expected an integer in 0..79"):
+    with pytest.raises(
+        DataError,
+        match=r"Label.csv: row 5, column 'Target': node index '10000' is out of range; expected an integer in 0..79",
+    ):
         load_beeline(bad)
 
 

@@ -17,10 +17,14 @@ def test_sharded_steps_equal_the_single_embed_step(tmp_path):
     tiny_model().save_pretrained(model_dir, safe_serialization=True)
     dicts = make_dicts(tmp_path / "dicts")
     adata = random_adata(n_cells=15)
-    cfg = EmbedderConfig(kind="geneformer", geneformer=GeneformerConfig(
-        model=str(model_dir), dictionaries=dicts, device="cpu", n_shards=3))
+    cfg = EmbedderConfig(
+        kind="geneformer",
+        geneformer=GeneformerConfig(model=str(model_dir), dictionaries=dicts, device="cpu", n_shards=3),
+    )
 
-    single = embed.entrypoint(adata, cfg.model_copy(update={"geneformer": cfg.geneformer.model_copy(update={"n_shards": 1})}))
+    single = embed.entrypoint(
+        adata, cfg.model_copy(update={"geneformer": cfg.geneformer.model_copy(update={"n_shards": 1})})
+    )
     parts = [embed_shard.entrypoint(adata, cfg, shard=i) for i in range(3)]
     assert sum(p.n_cells for p in parts) == 15
     # the shard artifact survives a round trip through its materializer unchanged
@@ -52,10 +56,28 @@ def test_embed_cli_writes_a_gene_table(tmp_path, synthetic_dir):
         pickle.dump(mapping, fh)
     model_dir = tmp_path / "model"
     tiny_model(n_genes=len(genes)).save_pretrained(model_dir, safe_serialization=True)
-    for out, precision, used in ((tmp_path / "genes.csv", "auto", "fp32"), (tmp_path / "genes.parquet", "bf16", "bf16")):
-        result = CliRunner().invoke(main, ["embed", "--data", str(synthetic_dir), "--model", str(model_dir),
-                                           "--dictionaries", str(dicts), "--device", "cpu", "--precision", precision,
-                                           "--out", str(out)])
+    for out, precision, used in (
+        (tmp_path / "genes.csv", "auto", "fp32"),
+        (tmp_path / "genes.parquet", "bf16", "bf16"),
+    ):
+        result = CliRunner().invoke(
+            main,
+            [
+                "embed",
+                "--data",
+                str(synthetic_dir),
+                "--model",
+                str(model_dir),
+                "--dictionaries",
+                str(dicts),
+                "--device",
+                "cpu",
+                "--precision",
+                precision,
+                "--out",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert f'"precision": "{used}"' in result.output
         table = pd.read_csv(out, index_col=0) if out.suffix == ".csv" else pd.read_parquet(out)

@@ -29,12 +29,15 @@ def test_unreachable_tracking_server_retries_then_fails_clearly(monkeypatch):
         def wrapped():
             calls.append(time.monotonic())
             return fn()
+
         return real(wrapped, what, **kw)
 
     monkeypatch.setattr(tracking, "with_retries", counting)
     cfg = RunConfig()
     cfg.tracking.tracking_uri = f"http://127.0.0.1:{_closed_port()}"
-    with pytest.raises(RuntimeError, match=r"MLflow unreachable while trying to look up the experiment after 5 attempts"):
+    with pytest.raises(
+        RuntimeError, match=r"MLflow unreachable while trying to look up the experiment after 5 attempts"
+    ):
         tracking.start_run(cfg, {"dataset": "x"})
     assert len(calls) == 5
     gaps = np.diff(calls)

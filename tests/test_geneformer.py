@@ -46,8 +46,12 @@ def make_dicts(directory: Path, version: str = "v2", n_genes: int = N_GENES) -> 
     mapping.update({"G0_ALIAS": ens(0), "NOTOKEN": "ENSG99999999999"})
     name_id = {"Gene_Last": ens(n_genes - 1)}
     suffix = "gc95M" if version == "v2" else "gc30M"
-    for stem, obj in [("token_dictionary", token), ("gene_median_dictionary", median),
-                      ("ensembl_mapping_dict", mapping), ("gene_name_id_dict", name_id)]:
+    for stem, obj in [
+        ("token_dictionary", token),
+        ("gene_median_dictionary", median),
+        ("ensembl_mapping_dict", mapping),
+        ("gene_name_id_dict", name_id),
+    ]:
         with open(directory / f"{stem}_{suffix}.pkl", "wb") as fh:
             pickle.dump(obj, fh)
     return directory
@@ -56,10 +60,20 @@ def make_dicts(directory: Path, version: str = "v2", n_genes: int = N_GENES) -> 
 def tiny_model(version: str = "v2", n_genes: int = N_GENES, layers: int = 2, seed: int = 0):
     n_special = 4 if version == "v2" else 2
     return gf.build_random_model(
-        {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_act": "relu",
-         "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": layers,
-         "max_position_embeddings": 4096 if version == "v2" else 2048, "vocab_size": n_special + n_genes,
-         "pad_token_id": 0, "type_vocab_size": 2, "layer_norm_eps": 1e-12},
+        {
+            "architectures": ["BertForMaskedLM"],
+            "model_type": "bert",
+            "hidden_act": "relu",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": layers,
+            "max_position_embeddings": 4096 if version == "v2" else 2048,
+            "vocab_size": n_special + n_genes,
+            "pad_token_id": 0,
+            "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12,
+        },
         seed=seed,
     )
 
@@ -113,8 +127,12 @@ def test_dictionaries_cast_numpy_scalars_and_hash_files(v2_dir: Path):
     assert d.special_ids == (2, 3)
     assert all(type(v) is int for v in d.token.values())
     assert all(type(v) is float for v in d.median.values())
-    assert set(d.hashes) == {"token_dictionary_gc95M.pkl", "gene_median_dictionary_gc95M.pkl",
-                             "ensembl_mapping_dict_gc95M.pkl", "gene_name_id_dict_gc95M.pkl"}
+    assert set(d.hashes) == {
+        "token_dictionary_gc95M.pkl",
+        "gene_median_dictionary_gc95M.pkl",
+        "ensembl_mapping_dict_gc95M.pkl",
+        "gene_name_id_dict_gc95M.pkl",
+    }
     assert d.to_ensembl("g5") == ens(5)  # upper-cased lookup
     assert d.to_ensembl("gene_last") == ens(N_GENES - 1)  # name_id fallback, mixed-case key
     assert d.to_ensembl(ens(7)) == ens(7)  # Ensembl IDs pass through
@@ -191,7 +209,9 @@ def test_v2_sums_symbols_that_share_an_ensembl_id(v2_dir: Path):
     assert tok.coverage["n_duplicates_summed"] == 1 and tok.n_slots == 2
     tokens, slots = tok.tokenize(np.array([[1.0, 3.5, 3.0]]))[0]  # G0 = 1 + 3 = 4 > 3.5
     assert tokens.tolist() == [2, d.token[ens(0)], d.token[ens(3)], 3]
-    v1 = gf.GeneformerTokenizer(gf.load_dictionaries(make_dicts(v2_dir.parent / "v1", "v1"), "v1"), ["G0", "G3", "G0_ALIAS"])
+    v1 = gf.GeneformerTokenizer(
+        gf.load_dictionaries(make_dicts(v2_dir.parent / "v1", "v1"), "v1"), ["G0", "G3", "G0_ALIAS"]
+    )
     tokens1, _ = v1.tokenize(np.array([[1.0, 3.5, 3.0]]))[0]  # V1: one token per column, no specials
     assert tokens1.tolist() == [v1.slot_token[1], v1.slot_token[2], v1.slot_token[0]]
 
@@ -282,7 +302,13 @@ def test_embedder_output_metadata_and_means(v2_dir: Path, model_v2):
     assert "G5" not in emb.genes and "UNKNOWN" not in emb.genes
     assert emb.genes == [g for g in a.var_names if g not in ("G5", "UNKNOWN")]
     m = emb.metadata
-    assert (m["embedder"], m["version"], m["layer"], m["hidden_state_index"], m["dims"]) == ("geneformer", "v2", -2, 1, 32)
+    assert (m["embedder"], m["version"], m["layer"], m["hidden_state_index"], m["dims"]) == (
+        "geneformer",
+        "v2",
+        -2,
+        1,
+        32,
+    )
     assert (m["n_cells"], m["n_cells_empty"]) == (8, 1)
     assert m["coverage"]["unmapped"] == ["UNKNOWN"] and m["coverage"]["genes_with_vector"] == N_GENES - 1
     assert set(m["dictionary_sha256"]) >= {"token_dictionary_gc95M.pkl"} and len(m["input_sha256"]) == 64
@@ -329,7 +355,9 @@ def test_v1_model_with_auto_version(tmp_path: Path):
     make_dicts(tmp_path / "d", "v1")
     make_dicts(tmp_path / "d", "v2")  # both sets present: the model decides
     a = random_adata(5)
-    emb = gf.GeneformerEmbedder(GeneformerConfig(dictionaries=tmp_path / "d"), model=tiny_model("v1", layers=1)).embed(a)
+    emb = gf.GeneformerEmbedder(GeneformerConfig(dictionaries=tmp_path / "d"), model=tiny_model("v1", layers=1)).embed(
+        a
+    )
     assert emb.metadata["version"] == "v1" and "token_dictionary_gc30M.pkl" in emb.metadata["dictionary_sha256"]
     assert emb.metadata["max_genes_per_cell"] == 2048 and len(emb.genes) > 30
 

@@ -58,9 +58,7 @@ def _kubectl() -> tuple[str | None, str]:
     if not kubectl:
         return None, "kubectl is not on PATH (set KUBECTL=/path/to/kubectl)"
     try:
-        out = subprocess.run(
-            [kubectl, "version", "--client"], capture_output=True, text=True, timeout=60
-        ).stdout
+        out = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"{kubectl} does not run: {exc}"
     match = re.search(r"Kustomize Version:\s*v(\d+)", out)
@@ -461,9 +459,7 @@ def test_k8s_step_pods_built_by_zenml_validate_and_are_restricted():
         ):
             for item in getattr(pod_settings, field):
                 serialization_utils.deserialize_kubernetes_model(item, model)
-        serialization_utils.deserialize_kubernetes_model(
-            pod_settings.container_security_context, "V1SecurityContext"
-        )
+        serialization_utils.deserialize_kubernetes_model(pod_settings.container_security_context, "V1SecurityContext")
         pod = build_pod_manifest(
             pod_name=f"scregnet-{name.replace('_', '-')}",
             image_name="registry.example.com/scregnet/scregnet:test",
@@ -504,9 +500,7 @@ def test_kubeflow_config_parses_into_zenml_settings():
     for step in raw["steps"]:
         resources = ResourceSettings.model_validate(_merged_step_settings(raw, step, "resources"))
         assert resources.cpu_count and resources.get_memory(), step
-        kfp = KubeflowOrchestratorSettings.model_validate(
-            _merged_step_settings(raw, step, "orchestrator.kubeflow")
-        )
+        kfp = KubeflowOrchestratorSettings.model_validate(_merged_step_settings(raw, step, "orchestrator.kubeflow"))
         _assert_prebuilt_image(
             DockerSettings.model_validate(_merged_step_settings(raw, step, "docker")),
             gpu=step in GPU_STEPS,
@@ -606,7 +600,7 @@ def test_dockerfile_structure():
             assert "--no-cache-dir" in arg, arg
         if kw in ("ENV", "ARG"):
             assert not re.search(r"(?i)(password|secret|token|access_key)\w*=\S", arg), f"secret in {kw} {arg}"
-    assert ('ARG', 'BASE=python:3.11-slim-bookworm') in instructions
+    assert ("ARG", "BASE=python:3.11-slim-bookworm") in instructions
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -631,7 +625,17 @@ def test_dockerignore_keeps_the_context_small():
 # --------------------------------------------------------------------------------------
 # credentials scan
 
-SCAN_EXCLUDED_DIRS = {".git", ".venv", "venv", ".scregnet", "node_modules", "__pycache__", ".pytest_cache", "mlruns", "data"}
+SCAN_EXCLUDED_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    ".scregnet",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    "mlruns",
+    "data",
+}
 SCAN_MAX_BYTES = 1_000_000
 CONFIG_SUFFIXES = {".yaml", ".yml", ".json", ".toml", ".ini", ".cfg", ".env", ".sh", ".conf", ".properties", ""}
 
@@ -653,22 +657,25 @@ LITERAL_SECRET = re.compile(
 )
 # Values that are references, not secrets: $VAR, ${VAR}, <placeholder>, {{zenml.secret}},
 # an ENV_VAR_NAME (mapping a key to the variable holding it), YAML block markers, null...
-PLACEHOLDER = re.compile(
-    r"^(?:\$|<|\{\{|\*+$|x+$|[A-Z][A-Z0-9_]*$|(?i:null|none|true|false)$|\[\]$|\{\}$|\|$|>-?$)"
-)
+PLACEHOLDER = re.compile(r"^(?:\$|<|\{\{|\*+$|x+$|[A-Z][A-Z0-9_]*$|(?i:null|none|true|false)$|\[\]$|\{\}$|\|$|>-?$)")
 
 
 def _scanned_files() -> list[Path]:
     try:
         out = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
         files = [ROOT / p for p in out.split("\0") if p]
     except (OSError, subprocess.SubprocessError):
         files = [p for p in ROOT.rglob("*") if p.is_file()]
     return [
-        p for p in files
+        p
+        for p in files
         if p.is_file()
         and not SCAN_EXCLUDED_DIRS & set(p.relative_to(ROOT).parts[:-1])
         and not any(part.endswith(".egg-info") for part in p.relative_to(ROOT).parts)

@@ -51,6 +51,7 @@ pytestmark = pytest.mark.skipif(
 # --------------------------------------------------------------------------------------
 # driver (runs in the subprocess)
 
+
 def _test_run_config(workdir: Path) -> Path:
     raw = yaml.safe_load((ROOT / "configs" / "k8s.yaml").read_text())
     raw = copy.deepcopy(raw)
@@ -335,7 +336,9 @@ MERGE_STEPS = {"add_gene_sums", "add_gene_sums_2", "add_gene_sums_3", "finalize_
 
 def test_a_job_per_step_plus_the_orchestrator_job(captured):
     jobs = _jobs_by_step(captured)
-    assert set(jobs) == {"orchestrator", "ingest", "validate", "train", "evaluate", "register"} | GPU_STEPS | MERGE_STEPS
+    assert (
+        set(jobs) == {"orchestrator", "ingest", "validate", "train", "evaluate", "register"} | GPU_STEPS | MERGE_STEPS
+    )
     docker = yaml.safe_load((ROOT / "configs" / "k8s.yaml").read_text())["settings"]["docker"]
     for step, job in jobs.items():
         pod = _pod(job)

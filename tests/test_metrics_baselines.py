@@ -43,11 +43,14 @@ def test_per_tf_macro_skips_single_class_tfs_and_single_class_is_nan():
 
 def test_baselines_follow_their_definitions():
     # TF 0: 2 of 4 training pairs positive; TF 1: 1 of 4. Target 10 has 2 training positives.
-    train = np.array([[0, 10, 1], [0, 11, 1], [0, 12, 0], [0, 13, 0],
-                      [1, 10, 1], [1, 11, 0], [1, 12, 0], [1, 13, 0]])
+    train = np.array([[0, 10, 1], [0, 11, 1], [0, 12, 0], [0, 13, 0], [1, 10, 1], [1, 11, 0], [1, 12, 0], [1, 13, 0]])
     pairs = np.array([[0, 10], [1, 13], [0, 14]])
     np.testing.assert_allclose(baseline_scores("tf_prior", train, pairs, 20), [0.5, 0.25, 0.5])
     np.testing.assert_allclose(baseline_scores("target_popularity", train, pairs, 20), [2, 0, 0])
     expected = np.log([0.5 + 1e-6, 0.25 + 1e-6, 0.5 + 1e-6]) + np.log1p([2, 0, 0])
     np.testing.assert_allclose(baseline_scores("label_count", train, pairs, 20), expected)
-    assert set(evaluate_baselines(train, np.array([[0, 10, 1], [1, 13, 0]]), 20)) == {"label_count", "tf_prior", "target_popularity"}
+    assert set(evaluate_baselines(train, np.array([[0, 10, 1], [1, 13, 0]]), 20)) == {
+        "label_count",
+        "tf_prior",
+        "target_popularity",
+    }

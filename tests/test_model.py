@@ -44,14 +44,20 @@ def test_bundle_round_trip_and_tamper_refusal(tmp_path):
     # the stored config must describe the model built here (ScRegNet's own defaults: no prior)
     cfg = ModelConfig(gnn_dims=[8], mlp_dims=[4], prior="none", coexpression=False)
     model = ScRegNet(6, torch.randn(10, 3), gnn_dims=cfg.gnn_dims, mlp_dims=cfg.mlp_dims)
-    bundle = ModelBundle(model, torch.randn(10, 6), training_graph(torch.tensor([[0, 1], [2, 3]]), 10),
-                         {"model": cfg.model_dump(mode="json"), "genes": [f"G{i}" for i in range(10)]})
+    bundle = ModelBundle(
+        model,
+        torch.randn(10, 6),
+        training_graph(torch.tensor([[0, 1], [2, 3]]), 10),
+        {"model": cfg.model_dump(mode="json"), "genes": [f"G{i}" for i in range(10)]},
+    )
     pairs = np.array([[0, 1], [2, 9], [4, 5]])
     bundle.save(tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.pkl"))
     again = ModelBundle.load(tmp_path / "m")
     np.testing.assert_allclose(again.score_indices(pairs), bundle.score_indices(pairs), rtol=1e-6)
-    np.testing.assert_allclose(again.score_symbols(["G0", "g2"], ["G1", "G9"]), bundle.score_indices(pairs[:2]), rtol=1e-6)
+    np.testing.assert_allclose(
+        again.score_symbols(["G0", "g2"], ["G1", "G9"]), bundle.score_indices(pairs[:2]), rtol=1e-6
+    )
     with pytest.raises(KeyError, match="NOPE"):
         again.score_symbols(["NOPE"], ["G1"])
     raw = bytearray((tmp_path / "m" / "model.safetensors").read_bytes())
@@ -97,7 +103,9 @@ def test_coexpression_input_is_pearson_r():
     x = torch.randn(10, 50)
     model = ScRegNet(50, None, gnn_dims=[4], mlp_dims=[4], coexpression=True)
     r = model.correlation(x)
-    torch.testing.assert_close(r[2, 7], torch.tensor(np.corrcoef(x.numpy())[2, 7], dtype=torch.float32), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        r[2, 7], torch.tensor(np.corrcoef(x.numpy())[2, 7], dtype=torch.float32), atol=1e-5, rtol=1e-5
+    )
     assert model.head.in_features == 2 * 4 + 2
 
 
@@ -109,8 +117,14 @@ def test_bundle_round_trip_with_prior_and_coexpression(tmp_path):
     model = build_scregnet(6, None, cfg, num_nodes=30)
     model.set_degrees(train)
     torch.nn.init.normal_(model.head.weight)
-    bundle = ModelBundle(model, torch.randn(30, 6), training_graph(train[train[:, 2] == 1, :2], 30),
-                         {"model": cfg.model_dump(mode="json"), "genes": [f"G{i}" for i in range(30)]})
+    bundle = ModelBundle(
+        model,
+        torch.randn(30, 6),
+        training_graph(train[train[:, 2] == 1, :2], 30),
+        {"model": cfg.model_dump(mode="json"), "genes": [f"G{i}" for i in range(30)]},
+    )
     bundle.save(tmp_path / "m")
     pairs = np.array([[0, 1], [2, 9], [1, 5]])
-    np.testing.assert_allclose(ModelBundle.load(tmp_path / "m").score_indices(pairs), bundle.score_indices(pairs), rtol=1e-6)
+    np.testing.assert_allclose(
+        ModelBundle.load(tmp_path / "m").score_indices(pairs), bundle.score_indices(pairs), rtol=1e-6
+    )

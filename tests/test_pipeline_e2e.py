@@ -15,25 +15,37 @@ import yaml
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"parameters": {"config": {
-    "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
-    "train": {"max_epochs": 30, "patience": 3},
-    "embedder": {"kind": "pca", "dim": 8},
-}}}
+SMALL = {
+    "parameters": {
+        "config": {
+            "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
+            "train": {"max_epochs": 30, "patience": 3},
+            "embedder": {"kind": "pca", "dim": 8},
+        }
+    }
+}
 
 
 def _cli(home: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_"))}
     env.update(SCREGNET_HOME=str(home), ZENML_LOGGING_VERBOSITY="WARN", SCREGNET_ARTIFACTS=str(home / "mlartifacts"))
     env.pop("SCREGNET_ARTIFACTS")
-    return subprocess.run([sys.executable, "-m", "scregnet.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "scregnet.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _zenml_stage(home: Path, name: str, version: str) -> str:
-    code = ("from scregnet.home import configure; configure();"
-            "from zenml.client import Client;"
-            f"print(Client().get_model_version('{name}', '{version}').stage)")
+    code = (
+        "from scregnet.home import configure; configure();"
+        "from zenml.client import Client;"
+        f"print(Client().get_model_version('{name}', '{version}').stage)"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_", "SCREGNET_ARTIFACTS"))}
     env["SCREGNET_HOME"] = str(home)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -55,7 +67,9 @@ def config_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(home, config_file, synthetic_dir):
-    out = _cli(home, "train", "--data", str(synthetic_dir), "--config", str(config_file), "--name", "synth", "--seed", "0")
+    out = _cli(
+        home, "train", "--data", str(synthetic_dir), "--config", str(config_file), "--name", "synth", "--seed", "0"
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
@@ -76,11 +90,25 @@ def test_run_is_tracked_with_config_metrics_plots_and_tags(first_run, home):
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["train.max_epochs"] == "30" and run.data.params["embedder.kind"] == "pca"
-    for key in ("test_model_auroc", "test_model_auprc", "val_model_auroc", "test_label_count_auroc",
-                "test_tf_prior_auprc", "test_target_popularity_auroc", "test_model_per_tf_auroc", "best_epoch"):
+    for key in (
+        "test_model_auroc",
+        "test_model_auprc",
+        "val_model_auroc",
+        "test_label_count_auroc",
+        "test_tf_prior_auprc",
+        "test_target_popularity_auroc",
+        "test_model_per_tf_auroc",
+        "best_epoch",
+    ):
         assert key in run.data.metrics, key
     tags = run.data.tags
-    assert (tags["dataset"], tags["protocol"], tags["embedder"], tags["gnn"], tags["seed"]) == ("synth", "genelink", "pca", "gcn", "0")
+    assert (tags["dataset"], tags["protocol"], tags["embedder"], tags["gnn"], tags["seed"]) == (
+        "synth",
+        "genelink",
+        "pca",
+        "gcn",
+        "0",
+    )
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"plots", "embedding"} <= artifacts
     plots = {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
@@ -98,7 +126,9 @@ def test_first_model_becomes_champion_in_mlflow_and_zenml(first_run, home):
 
 
 def test_second_model_is_gated_against_the_champion(first_run, home, config_file, synthetic_dir):
-    out = _cli(home, "train", "--data", str(synthetic_dir), "--config", str(config_file), "--name", "synth", "--seed", "0")
+    out = _cli(
+        home, "train", "--data", str(synthetic_dir), "--config", str(config_file), "--name", "synth", "--seed", "0"
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     c = _client(home)
     v2 = c.get_model_version("scregnet-synth", "2")
@@ -114,7 +144,9 @@ def test_second_model_is_gated_against_the_champion(first_run, home, config_file
     assert stage == ("production" if better else "staging")
 
 
-def test_invalid_input_stops_before_training_and_registers_nothing(first_run, home, config_file, synthetic_dir, tmp_path):
+def test_invalid_input_stops_before_training_and_registers_nothing(
+    first_run, home, config_file, synthetic_dir, tmp_path
+):
     bad = tmp_path / "bad"
     shutil.copytree(synthetic_dir, bad)
     expr = pd.read_csv(bad / "BL--ExpressionData.csv", index_col=0)
@@ -133,14 +165,16 @@ def test_invalid_input_stops_before_training_and_registers_nothing(first_run, ho
 
 def test_evaluation_report_is_a_zenml_html_visualisation(first_run, home, tmp_path):
     script = tmp_path / "read_report.py"  # a file, not -c: ZenML needs a source root to load artifacts
-    script.write_text("from scregnet.home import configure; configure()\n"
-                      "from zenml.client import Client\n"
-                      "runs = Client().list_pipeline_runs(sort_by='desc:created', size=20).items\n"
-                      "run = next(r for r in runs if 'evaluate' in r.steps\n"
-                      "           and str(r.steps['evaluate'].status).lower().endswith('completed'))\n"
-                      "art = run.steps['evaluate'].outputs['evaluation_report']\n"
-                      "art = art[0] if isinstance(art, list) else art\n"
-                      "print(len(art.visualizations), str(art.load())[:2000])\n")
+    script.write_text(
+        "from scregnet.home import configure; configure()\n"
+        "from zenml.client import Client\n"
+        "runs = Client().list_pipeline_runs(sort_by='desc:created', size=20).items\n"
+        "run = next(r for r in runs if 'evaluate' in r.steps\n"
+        "           and str(r.steps['evaluate'].status).lower().endswith('completed'))\n"
+        "art = run.steps['evaluate'].outputs['evaluation_report']\n"
+        "art = art[0] if isinstance(art, list) else art\n"
+        "print(len(art.visualizations), str(art.load())[:2000])\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_", "SCREGNET_ARTIFACTS"))}
     env["SCREGNET_HOME"] = str(home)
     out = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

@@ -43,8 +43,24 @@ def tracking(mlflow_server):
 
 
 def _train(data_dir: Path, config: Path, seed: int, home_env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCREGNET), "train", "--data", str(data_dir), "--config", str(config), "--name", DATASET,
-                           "--seed", str(seed)], env=home_env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            str(SCREGNET),
+            "train",
+            "--data",
+            str(data_dir),
+            "--config",
+            str(config),
+            "--name",
+            DATASET,
+            "--seed",
+            str(seed),
+        ],
+        env=home_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +68,12 @@ def trained(tracking, synthetic_dir, tmp_path_factory):
     """Versions 1 and 2 registered on the server by two real pipeline runs."""
     work = tmp_path_factory.mktemp("predict")
     config = work / "small.yaml"
-    cfg = {"embedder": {"kind": "pca", "dim": 16}, "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
-           "train": {"max_epochs": 20, "patience": 4}, "tracking": {"tracking_uri": tracking}}
+    cfg = {
+        "embedder": {"kind": "pca", "dim": 16},
+        "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
+        "train": {"max_epochs": 20, "patience": 4},
+        "tracking": {"tracking_uri": tracking},
+    }
     config.write_text(yaml.safe_dump({"parameters": {"config": cfg}}))
     env = dict(os.environ)  # same SCREGNET_HOME / ZenML store as this process (conftest)
     for seed in (0, 1):

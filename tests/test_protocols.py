@@ -64,7 +64,10 @@ def test_split_invariants(graph, protocol, degree_aware):
     # seeded
     again = make_split(graph, SplitConfig(protocol=protocol, seed=2, degree_aware_negatives=degree_aware))
     assert again.hash() == split.hash()
-    assert make_split(graph, SplitConfig(protocol=protocol, seed=3, degree_aware_negatives=degree_aware)).hash() != split.hash()
+    assert (
+        make_split(graph, SplitConfig(protocol=protocol, seed=3, degree_aware_negatives=degree_aware)).hash()
+        != split.hash()
+    )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -88,7 +91,9 @@ def test_degree_aware_negatives_balance_each_target(graph, protocol):
     test = balanced.test
     pos_t = Counter(test[test[:, 2] == 1, 1].tolist())
     if all(Counter(test[test[:, 2] == 0, 1].tolist())[t] == k for t, k in pos_t.items()):
-        assert evaluate_baselines(balanced.train, test, graph.n_genes)["target_popularity"]["auroc"] == pytest.approx(0.5)
+        assert evaluate_baselines(balanced.train, test, graph.n_genes)["target_popularity"]["auroc"] == pytest.approx(
+            0.5
+        )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -67,8 +67,25 @@ def served(registered, mlflow_server, tmp_path_factory):
     # MLflow starts the scoring server as `bash -c "exec uvicorn ..."`: uvicorn is looked up
     # on PATH, so the environment's bin directory must be on it (as in an activated venv).
     env = {"MLFLOW_TRACKING_URI": mlflow_server.url, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = start_service([str(exe), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-                          "-h", HOST, "-p", str(port)], f"http://{HOST}:{port}/ping", log, timeout=120, env=env)
+    proc = start_service(
+        [
+            str(exe),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            HOST,
+            "-p",
+            str(port),
+        ],
+        f"http://{HOST}:{port}/ping",
+        log,
+        timeout=120,
+        env=env,
+    )
     try:
         yield SimpleNamespace(url=f"http://{HOST}:{port}", port=port, log=log)
     finally:
@@ -81,8 +98,12 @@ def served(registered, mlflow_server, tmp_path_factory):
 
 
 def _post(served, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"{served.url}/invocations", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        f"{served.url}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -132,12 +153,15 @@ def test_served_champion_scores_equal_the_in_process_model(registered, served, m
     np.testing.assert_allclose(served_scores, pyfunc.predict(frame)["score"].to_numpy(dtype=float), rtol=0, atol=1e-6)
     loaded = load_model(DATASET, "champion", registered.cfg)  # what `scregnet predict` scores with
     assert loaded.version == registered.version
-    np.testing.assert_allclose(served_scores, loaded.bundle.score_symbols(frame["tf"].tolist(), frame["target"].tolist()),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        served_scores, loaded.bundle.score_symbols(frame["tf"].tolist(), frame["target"].tolist()), rtol=0, atol=1e-6
+    )
 
     # The other JSON request formats of the scoring server give the same answer.
-    for body_in in ({"dataframe_records": frame.to_dict(orient="records")},
-                    {"inputs": {"tf": frame["tf"].tolist(), "target": frame["target"].tolist()}}):
+    for body_in in (
+        {"dataframe_records": frame.to_dict(orient="records")},
+        {"inputs": {"tf": frame["tf"].tolist(), "target": frame["target"].tolist()}},
+    ):
         status, other = _post(served, body_in)
         assert status == 200, other
         assert other == body, list(body_in)
@@ -148,7 +172,9 @@ def test_unknown_gene_is_a_400_naming_the_gene(registered, served, monkeypatch):
     from mlflow.exceptions import MlflowException
 
     tf, target = registered.tfs[0], registered.genes[-1]
-    status, body = _post(served, {"dataframe_records": [{"tf": tf, "target": target}, {"tf": "NOPE1", "target": target}]})
+    status, body = _post(
+        served, {"dataframe_records": [{"tf": tf, "target": target}, {"tf": "NOPE1", "target": target}]}
+    )
     assert status == 400, body
     assert body["error_code"] == "INVALID_PARAMETER_VALUE"
     assert "genes not in the model's gene set: ['NOPE1']" in body["message"], body

@@ -179,8 +179,9 @@ def test_a_hanging_tracking_server_does_not_hold_up_the_stop(monkeypatch, caplog
 
 
 @pytest.mark.timeout(180)
-def test_sigterm_during_a_tuning_trial_kills_the_trial_and_the_study_parent(cfg, synthetic, fast_config,
-                                                                            previous_sigterm):
+def test_sigterm_during_a_tuning_trial_kills_the_trial_and_the_study_parent(
+    cfg, synthetic, fast_config, previous_sigterm
+):
     """Nested guards in real use: the trial's run inside the study's parent run."""
     from scregnet.tune import run_study
 
@@ -230,24 +231,47 @@ def test_off_the_main_thread_the_guard_does_nothing(cfg):
 
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
-def test_sigterm_to_scregnet_train_kills_the_run_and_registers_nothing(
-        mlflow_server, synthetic_dir, tmp_path):  # noqa: F811
+def test_sigterm_to_scregnet_train_kills_the_run_and_registers_nothing(mlflow_server, synthetic_dir, tmp_path):  # noqa: F811
     home = tmp_path / "home"
     config = tmp_path / "long.yaml"
-    config.write_text(yaml.safe_dump({"parameters": {"config": {
-        "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
-        "train": {"max_epochs": 1_000_000, "patience": 1_000_000},  # trains until killed
-        "embedder": {"kind": "pca", "dim": 8},
-        "tracking": {"tracking_uri": mlflow_server.url, "experiment": "sigterm-e2e"},
-    }}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "parameters": {
+                    "config": {
+                        "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
+                        "train": {"max_epochs": 1_000_000, "patience": 1_000_000},  # trains until killed
+                        "embedder": {"kind": "pca", "dim": 8},
+                        "tracking": {"tracking_uri": mlflow_server.url, "experiment": "sigterm-e2e"},
+                    }
+                }
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_", "SCREGNET_"))}
     env.update(SCREGNET_HOME=str(home), ZENML_LOGGING_VERBOSITY="WARN")
     log = tmp_path / "train.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scregnet.cli", "train", "--data", str(synthetic_dir), "--config", str(config),
-             "--name", "sigterm"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "scregnet.cli",
+                "train",
+                "--data",
+                str(synthetic_dir),
+                "--config",
+                str(config),
+                "--name",
+                "sigterm",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     c = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     try:
         run_id, deadline = None, time.monotonic() + 150

@@ -16,7 +16,11 @@ def test_variants_cover_the_paper_ablations(fast_config):
     assert v["full"].embedder.kind == "pca" and v["full"].model.use_gnn
     assert not v["no_gnn"].model.use_gnn and v["no_gnn"].embedder.kind == "pca"
     assert v["no_embedding"].embedder.kind == "none" and v["no_embedding"].model.use_gnn
-    assert {k: c.model.gnn for k, c in studies.gnn_variants(fast_config).items()} == {"gcn": "gcn", "sage": "sage", "gat": "gat"}
+    assert {k: c.model.gnn for k, c in studies.gnn_variants(fast_config).items()} == {
+        "gcn": "gcn",
+        "sage": "sage",
+        "gat": "gat",
+    }
 
 
 def test_flip_labels_touches_training_only(synthetic, fast_config):
@@ -32,7 +36,9 @@ def test_flip_labels_touches_training_only(synthetic, fast_config):
 def test_noise_and_ablation_studies_write_tables_and_box_plot(synthetic_dir, fast_config, tmp_path):
     cfg = fast_config.model_copy(deep=True)
     cfg.train.max_epochs, cfg.train.threads = 10, 1
-    report = studies.run_study_kind("noise", [synthetic_dir], cfg, levels=[0.0, 0.05], corruptions=2, log=lambda _: None)
+    report = studies.run_study_kind(
+        "noise", [synthetic_dir], cfg, levels=[0.0, 0.05], corruptions=2, log=lambda _: None
+    )
     assert [(r["level"], r["corruption"]) for r in report["results"]] == [(0.0, 0), (0.0, 1), (0.05, 0), (0.05, 1)]
     paths = studies.write_study(report, tmp_path / "noise.json", "scregnet study noise ...")
     assert paths["png"].stat().st_size > 1000

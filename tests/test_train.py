@@ -22,7 +22,12 @@ def test_selection_never_looks_at_test_labels(synthetic, fast_config):
 def test_validation_split_is_required(synthetic, fast_config):
     split = make_split(synthetic.label_graph(), fast_config.split)
     with pytest.raises(ValueError, match="no validation pairs"):
-        fit(ModelInputs.build(synthetic, None), Split(split.train, split.val[:0], split.test), fast_config.model, fast_config.train)
+        fit(
+            ModelInputs.build(synthetic, None),
+            Split(split.train, split.val[:0], split.test),
+            fast_config.model,
+            fast_config.train,
+        )
 
 
 def test_early_stopping_keeps_the_best_validation_checkpoint(synthetic, fast_config):
@@ -71,7 +76,9 @@ def test_prior_model_is_never_selected_below_the_prior_on_validation(synthetic, 
     assert res.train.history[0]["epoch"] == 0
     metric = fast_config.train.select_metric
     lc = res.evaluation.baselines["val"]["label_count"]
-    assert res.train.best_val >= (lc["auroc"] + lc["auprc"]) / 2 - 1e-9 if metric == "auroc_auprc" else lc[metric] - 1e-9
+    assert (
+        res.train.best_val >= (lc["auroc"] + lc["auprc"]) / 2 - 1e-9 if metric == "auroc_auprc" else lc[metric] - 1e-9
+    )
 
 
 def test_edge_masking_and_head_weight_decay_train(synthetic, fast_config):

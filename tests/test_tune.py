@@ -25,8 +25,18 @@ def tune_config(fast_config):
     return cfg
 
 
-GOOD = {"gnn": "gcn", "n_gnn_layers": 1, "gnn_dim_0": 32, "n_mlp_layers": 1, "mlp_dim_0": 16, "dropout": 0.1,
-        "lr": 1e-2, "weight_decay": 1e-6, "optimizer": "adam", "batch_size": "full"}
+GOOD = {
+    "gnn": "gcn",
+    "n_gnn_layers": 1,
+    "gnn_dim_0": 32,
+    "n_mlp_layers": 1,
+    "mlp_dim_0": 16,
+    "dropout": 0.1,
+    "lr": 1e-2,
+    "weight_decay": 1e-6,
+    "optimizer": "adam",
+    "batch_size": "full",
+}
 
 
 def test_pruner_prunes_trials_that_lag_the_median(synthetic, tune_config):
@@ -37,8 +47,9 @@ def test_pruner_prunes_trials_that_lag_the_median(synthetic, tune_config):
         # pruning mechanics on the plain model, where a hopeless trial lags from the start.
         cfg.model.prior = "none"
     bad = [dict(GOOD, lr=1e-5, optimizer="sgd", dropout=0.8, gnn_dim_0=4, mlp_dim_0=4)] * 3
-    study, _ = run_study(synthetic, cfg, None, storage=None, study_name="prune", n_trials=6, track=False,
-                         enqueue=[GOOD, GOOD] + bad)
+    study, _ = run_study(
+        synthetic, cfg, None, storage=None, study_name="prune", n_trials=6, track=False, enqueue=[GOOD, GOOD] + bad
+    )
     states = [t.state for t in study.trials]
     assert TrialState.PRUNED in states, states
     for t in study.trials:
@@ -64,13 +75,19 @@ def test_study_resumes_from_sqlite_storage(synthetic, tune_config, tmp_path):
 
 def test_objective_never_reads_test_labels(synthetic, tune_config):
     split = make_split(synthetic.label_graph(), tune_config.split)
-    flipped = Split(split.train, split.val, np.column_stack([split.test[:, :2], 1 - split.test[:, 2]]),
-                    protocol=split.protocol, seed=split.seed)
+    flipped = Split(
+        split.train,
+        split.val,
+        np.column_stack([split.test[:, :2], 1 - split.test[:, 2]]),
+        protocol=split.protocol,
+        seed=split.seed,
+    )
     inputs = ModelInputs.build(synthetic, None)
     best = []
     for s in (split, flipped):
-        study, _ = run_study(synthetic, tune_config, None, split=s, inputs=inputs, storage=None, study_name="t",
-                             n_trials=4, track=False)
+        study, _ = run_study(
+            synthetic, tune_config, None, split=s, inputs=inputs, storage=None, study_name="t", n_trials=4, track=False
+        )
         best.append((study.best_value, [t.value for t in study.trials]))
     assert best[0] == best[1]
     # and the objective refuses a split that still has test pairs
@@ -80,8 +97,16 @@ def test_objective_never_reads_test_labels(synthetic, tune_config):
 
 
 def test_params_map_onto_the_config(tune_config):
-    params = dict(GOOD, gnn="gat", n_gnn_layers=2, gnn_dim_1=8, gat_heads=3, gat_concat=True,
-                  gat_negative_slope=0.1, batch_size="64")
+    params = dict(
+        GOOD,
+        gnn="gat",
+        n_gnn_layers=2,
+        gnn_dim_1=8,
+        gat_heads=3,
+        gat_concat=True,
+        gat_negative_slope=0.1,
+        batch_size="64",
+    )
     cfg = apply_params(tune_config, params)
     assert cfg.model.gnn == "gat" and cfg.model.gnn_dims == [32, 8] and cfg.model.mlp_dims == [16]
     assert cfg.model.gat_heads == 3 and cfg.train.batch_size == 64 and cfg.train.lr == 1e-2
@@ -92,8 +117,15 @@ def test_params_map_onto_the_config(tune_config):
 def test_tune_logs_nested_trials_best_params_and_a_final_test_evaluation(synthetic, tune_config, tmp_path):
     from scregnet import tracking
 
-    res = tune(synthetic, tune_config, None, storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="tracked",
-               n_trials=3, out_dir=tmp_path / "out")
+    res = tune(
+        synthetic,
+        tune_config,
+        None,
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        study_name="tracked",
+        n_trials=3,
+        out_dir=tmp_path / "out",
+    )
     saved = json.loads((tmp_path / "out" / "best_params.json").read_text())
     assert saved["best_params"] == res.best_params and saved["best_value"] == res.best_value
     assert set(res.final["model"]) == {"val", "test"} and "label_count" in res.final["baselines"]["test"]

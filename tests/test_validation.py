@@ -31,8 +31,13 @@ def test_bad_expression_values_are_named_by_file_and_gene(synthetic):
 
 def test_priors_naming_unmeasured_genes_and_self_loops(synthetic, tmp_path):
     ds = _copy(synthetic)
-    extra = pd.DataFrame({"tf": ["TF000", "NOTAGENE", "TF001"], "target": ["GHOST1", "GENE0001", "TF001"],
-                          "source": str(tmp_path / "extra.csv")})
+    extra = pd.DataFrame(
+        {
+            "tf": ["TF000", "NOTAGENE", "TF001"],
+            "target": ["GHOST1", "GENE0001", "TF001"],
+            "source": str(tmp_path / "extra.csv"),
+        }
+    )
     ds.priors = pd.concat([ds.priors, extra], ignore_index=True)
     report = validate_dataset(ds)
     text = "\n".join(report.problems)

@@ -59,9 +59,16 @@ def _csv(frame: pd.DataFrame, header=("tf", "target"), sep=",") -> bytes:
 
 
 def _cfg(tmp_path, bucket, endpoint, expression_root, **kw) -> WatchConfig:
-    return WatchConfig(bucket=bucket, prefix="incoming/", expression_root=expression_root,
-                       priors_dir=tmp_path / "priors", endpoint_url=endpoint, settle_seconds=0,
-                       workdir=tmp_path / "watch", **kw)
+    return WatchConfig(
+        bucket=bucket,
+        prefix="incoming/",
+        expression_root=expression_root,
+        priors_dir=tmp_path / "priors",
+        endpoint_url=endpoint,
+        settle_seconds=0,
+        workdir=tmp_path / "watch",
+        **kw,
+    )
 
 
 class FakeRunner:
@@ -89,8 +96,9 @@ class Clock:
 def _s3_calls(s3) -> list[tuple[str, str]]:
     """(operation, key) of every request `s3` makes from now on: a botocore event hook, nothing mocked."""
     calls: list[tuple[str, str]] = []
-    s3.meta.events.register("before-parameter-build.s3",
-                            lambda params, model, **_: calls.append((model.name, params.get("Key", ""))))
+    s3.meta.events.register(
+        "before-parameter-build.s3", lambda params, model, **_: calls.append((model.name, params.get("Key", "")))
+    )
     return calls
 
 
@@ -98,9 +106,20 @@ def _s3_calls(s3) -> list[tuple[str, str]]:
 # keys
 
 
-@pytest.mark.parametrize("key", ["incoming/ds/../x.csv", "incoming/../x.csv", "incoming//etc/passwd.csv",
-                                 "incoming/ds\\..\\x.csv", "incoming/ds/./a.csv", "incoming/.hidden/a.csv",
-                                 "incoming/a.csv", "other/ds/a.csv", "incoming/ds/a\x00.csv"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "incoming/ds/../x.csv",
+        "incoming/../x.csv",
+        "incoming//etc/passwd.csv",
+        "incoming/ds\\..\\x.csv",
+        "incoming/ds/./a.csv",
+        "incoming/.hidden/a.csv",
+        "incoming/a.csv",
+        "other/ds/a.csv",
+        "incoming/ds/a\x00.csv",
+    ],
+)
 def test_keys_escaping_the_prefix_are_refused(key):
     with pytest.raises(ps.UnsafeKeyError):
         ps.split_key("incoming/", key)
@@ -135,8 +154,9 @@ def test_unsafe_keys_are_listed_as_refused_and_never_downloaded(moto_s3, bucket,
 # state, retries, manifests
 
 
-def test_state_written_only_after_success_and_crashed_runs_are_retried(moto_s3, bucket, tmp_path, expression_root,
-                                                                        network):
+def test_state_written_only_after_success_and_crashed_runs_are_retried(
+    moto_s3, bucket, tmp_path, expression_root, network
+):
     s3 = s3_client(moto_s3.url)
     cfg = _cfg(tmp_path, bucket, moto_s3.url, expression_root, retry_base_seconds=0)  # no backoff (tested below)
     s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:60]))
@@ -184,9 +204,14 @@ def test_generated_config_loads_and_priors_replace_the_labels(moto_s3, bucket, t
     s3 = s3_client(moto_s3.url)
     s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:50]))
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"settings": {"docker": {"skip_build": True}},
-                                    "parameters": {"config": {"train": {"max_epochs": 7},
-                                                              "data": {"path": "/elsewhere"}}}}))
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "settings": {"docker": {"skip_build": True}},
+                "parameters": {"config": {"train": {"max_epochs": 7}, "data": {"path": "/elsewhere"}}},
+            }
+        )
+    )
     runner = FakeRunner(0)
     watch_once(_cfg(tmp_path, bucket, moto_s3.url, expression_root, run_config=base), s3, runner, log=lambda m: None)
     raw = yaml.safe_load(runner.calls[0].config_path.read_text())
@@ -196,8 +221,10 @@ def test_generated_config_loads_and_priors_replace_the_labels(moto_s3, bucket, t
     dataset = load_dataset(config.data)
     expected = set(zip(network.iloc[:50]["Gene1"], network.iloc[:50]["Gene2"]))
     assert set(zip(dataset.priors["tf"], dataset.priors["target"])) == expected  # Label.csv not added
-    assert ps.prior_manifest_tags(config.data.prior_manifest)["prior_manifest_sha256"] == \
-        runner.calls[0].manifest_path.parent.name
+    assert (
+        ps.prior_manifest_tags(config.data.prior_manifest)["prior_manifest_sha256"]
+        == runner.calls[0].manifest_path.parent.name
+    )
 
 
 def test_h5ad_expression_and_missing_expression(moto_s3, bucket, tmp_path, synthetic, network):
@@ -208,8 +235,10 @@ def test_h5ad_expression_and_missing_expression(moto_s3, bucket, tmp_path, synth
     s3.put_object(Bucket=bucket, Key="incoming/cells/a.csv", Body=_csv(network.iloc[:40]))
     s3.put_object(Bucket=bucket, Key="incoming/nothing/a.csv", Body=_csv(network.iloc[:40]))
     runner = FakeRunner(0)
-    out = {o.dataset: o.status for o in watch_once(_cfg(tmp_path, bucket, moto_s3.url, root), s3, runner,
-                                                   log=lambda m: None)}
+    out = {
+        o.dataset: o.status
+        for o in watch_once(_cfg(tmp_path, bucket, moto_s3.url, root), s3, runner, log=lambda m: None)
+    }
     assert out == {"cells": "trained", "nothing": "no-expression"}
     data = yaml.safe_load(runner.calls[0].config_path.read_text())["parameters"]["config"]["data"]
     assert data["h5ad"].endswith("counts.h5ad") and "replace_labels" not in data
@@ -249,8 +278,9 @@ def test_retry_delays_double_up_to_the_cap_and_no_limit_never_gives_up():
 
 def test_a_failing_dataset_backs_off_doubling_then_gives_up(moto_s3, bucket, tmp_path, expression_root, network):
     s3 = s3_client(moto_s3.url)
-    cfg = _cfg(tmp_path, bucket, moto_s3.url, expression_root, retry_base_seconds=60, retry_max_seconds=150,
-               max_failures=4)
+    cfg = _cfg(
+        tmp_path, bucket, moto_s3.url, expression_root, retry_base_seconds=60, retry_max_seconds=150, max_failures=4
+    )
     s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:60]))
     state = ps.WatchState(s3, bucket, "incoming/")
     runner, clock, logs = FakeRunner(3, 3, 3, 3, 0), Clock(), []
@@ -354,8 +384,20 @@ def test_cli_backoff_flags_and_retry_failed(moto_s3, bucket, tmp_path, expressio
     monkeypatch.setattr(scregnet.watch, "run_subprocess", runner)  # the default runner of `scregnet watch`
     s3 = s3_client(moto_s3.url)
     s3.put_object(Bucket=bucket, Key="incoming/synth/a.csv", Body=_csv(network.iloc[:60]))
-    base = ["watch", "--bucket", bucket, "--prefix", "incoming", "--endpoint-url", moto_s3.url,
-            "--expression-root", str(expression_root), "--settle", "0", "--once"]
+    base = [
+        "watch",
+        "--bucket",
+        bucket,
+        "--prefix",
+        "incoming",
+        "--endpoint-url",
+        moto_s3.url,
+        "--expression-root",
+        str(expression_root),
+        "--settle",
+        "0",
+        "--once",
+    ]
     sigterm = signal.getsignal(signal.SIGTERM)  # the command installs its own handler
     try:
         r = CliRunner().invoke(main, [*base, "--retry-base", "-1"])
@@ -366,8 +408,9 @@ def test_cli_backoff_flags_and_retry_failed(moto_s3, bucket, tmp_path, expressio
         entry = ps.WatchState(s3, bucket, "incoming").read()["failed"]["synth"]
         # recorded by the S3 server's clock (moto runs on this host, so it is close to ours)
         assert abs((datetime.fromisoformat(entry["last_failed_at"]) - datetime.now(UTC)).total_seconds()) < 60
-        assert (datetime.fromisoformat(entry["next_retry_at"]) -
-                datetime.fromisoformat(entry["last_failed_at"])).total_seconds() == 600
+        assert (
+            datetime.fromisoformat(entry["next_retry_at"]) - datetime.fromisoformat(entry["last_failed_at"])
+        ).total_seconds() == 600
 
         r = CliRunner().invoke(main, [*base, "--retry-base", "600"])
         assert r.exit_code == 0 and "[synth] backoff: failed 1x" in r.output and len(runner.calls) == 1, r.output
@@ -426,8 +469,12 @@ def test_two_watchers_in_parallel_start_one_run(moto_s3, bucket, tmp_path, expre
 
     def one(i):
         barrier.wait()
-        return watch_once(_cfg(tmp_path / str(i), bucket, moto_s3.url, expression_root), s3_client(moto_s3.url),
-                          runner, log=lambda m: None)[0].status
+        return watch_once(
+            _cfg(tmp_path / str(i), bucket, moto_s3.url, expression_root),
+            s3_client(moto_s3.url),
+            runner,
+            log=lambda m: None,
+        )[0].status
 
     with ThreadPoolExecutor(2) as ex:
         statuses = sorted(ex.map(one, range(2)))
@@ -459,21 +506,53 @@ def _run_tags(db: Path, key: str) -> list[str]:
 def test_watch_once_cli_trains_once_per_change(moto_s3, bucket, tmp_path, expression_root, network):
     home = tmp_path / "home"
     config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump({"parameters": {"config": {
-        "embedder": {"kind": "pca", "dim": 16}, "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
-        "train": {"max_epochs": 20, "patience": 4, "eval_every": 5}}}}))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI", "SCREGNET_ARTIFACTS", "MPLCONFIGDIR")}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "parameters": {
+                    "config": {
+                        "embedder": {"kind": "pca", "dim": 16},
+                        "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
+                        "train": {"max_epochs": 20, "patience": 4, "eval_every": 5},
+                    }
+                }
+            }
+        )
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI", "SCREGNET_ARTIFACTS", "MPLCONFIGDIR")
+    }
     env.update(FAKE_AWS, SCREGNET_HOME=str(home), ZENML_LOGGING_VERBOSITY="INFO")
-    cmd = [str(SCREGNET), "watch", "--bucket", bucket, "--prefix", "incoming", "--endpoint-url", moto_s3.url,
-           "--expression-root", str(expression_root), "--config", str(config), "--settle", "1", "--once"]
+    cmd = [
+        str(SCREGNET),
+        "watch",
+        "--bucket",
+        bucket,
+        "--prefix",
+        "incoming",
+        "--endpoint-url",
+        moto_s3.url,
+        "--expression-root",
+        str(expression_root),
+        "--config",
+        str(config),
+        "--settle",
+        "1",
+        "--once",
+    ]
     db, name = home / "mlflow.db", "scregnet-synth"
     s3 = s3_client(moto_s3.url)
     state = ps.WatchState(s3, bucket, "incoming")
 
     def watch(n: int = 1) -> list[subprocess.CompletedProcess]:
-        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  start_new_session=True) for _ in range(n)]
+        procs = [
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
+            for _ in range(n)
+        ]
         done = []
         for p in procs:
             try:
@@ -504,8 +583,10 @@ def test_watch_once_cli_trains_once_per_change(moto_s3, bucket, tmp_path, expres
     assert _run_tags(db, "prior_manifest_sha256") == [rec1["manifest_sha256"], rec2["manifest_sha256"]]
     log2 = re.sub(r"\x1b\[[0-9;]*m", "", Path(rec2["log"]).read_text(errors="replace"))
     assert "Using cached version of step embed" in log2  # only the priors changed: the embedding is reused
-    print(f"\ncold run (first, fresh ZenML store): {rec1['seconds']}s; "
-          f"retrain after new priors (cached embed): {rec2['seconds']}s")
+    print(
+        f"\ncold run (first, fresh ZenML store): {rec1['seconds']}s; "
+        f"retrain after new priors (cached embed): {rec2['seconds']}s"
+    )
 
 
 # ------------------------------------------------------------------------------------

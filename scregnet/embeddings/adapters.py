@@ -65,7 +65,9 @@ def _upper_unique(names: list[str], path: Path) -> list[str]:
     return out
 
 
-def mean_over_cells(array: np.ndarray, columns: np.ndarray | None = None, chunk_bytes: int = _CHUNK_BYTES) -> np.ndarray:
+def mean_over_cells(
+    array: np.ndarray, columns: np.ndarray | None = None, chunk_bytes: int = _CHUNK_BYTES
+) -> np.ndarray:
     """Mean over axis 0 of a (possibly memory-mapped) array [C, G, D], in chunks of cells.
 
     Args:
@@ -106,7 +108,9 @@ def _restrict(symbols: list[str], genes: Collection[str] | None) -> np.ndarray:
     return np.array([i for i, s in enumerate(symbols) if s in want], dtype=np.int64)
 
 
-def read_scbert(path: Path, gene_list: Path | None, *, genes: Collection[str] | None = None, chunk_bytes: int = _CHUNK_BYTES) -> GeneEmbedding:
+def read_scbert(
+    path: Path, gene_list: Path | None, *, genes: Collection[str] | None = None, chunk_bytes: int = _CHUNK_BYTES
+) -> GeneEmbedding:
     """scBERT outputs [cells, n_genes + 1, 200] + gene list -> mean per gene (extra position dropped)."""
     path, gene_list = Path(path), _require(gene_list, "scBERT gene list (one symbol per line)")
     symbols = _upper_unique([s for s in gene_list.read_text().splitlines() if s.strip()], gene_list)
@@ -117,10 +121,18 @@ def read_scbert(path: Path, gene_list: Path | None, *, genes: Collection[str] | 
     cols = _restrict(symbols, genes)
     vectors = mean_over_cells(arr, cols, chunk_bytes)
     return GeneEmbedding(
-        [symbols[i] for i in cols], vectors,
-        {"embedder": "precomputed", "format": "scbert", "source_model": "scBERT", "file": _file_id(path),
-         "gene_index": str(gene_list), "n_cells": int(arr.shape[0]), "dims": int(arr.shape[2]),
-         "aggregation": "mean over all cells"},
+        [symbols[i] for i in cols],
+        vectors,
+        {
+            "embedder": "precomputed",
+            "format": "scbert",
+            "source_model": "scBERT",
+            "file": _file_id(path),
+            "gene_index": str(gene_list),
+            "n_cells": int(arr.shape[0]),
+            "dims": int(arr.shape[2]),
+            "aggregation": "mean over all cells",
+        },
     )
 
 
@@ -143,7 +155,9 @@ def read_scfoundation_index(path: Path) -> list[str]:
     return _upper_unique(names, path)
 
 
-def read_scfoundation(path: Path, gene_index: Path | None, *, genes: Collection[str] | None = None, chunk_bytes: int = _CHUNK_BYTES) -> GeneEmbedding:
+def read_scfoundation(
+    path: Path, gene_index: Path | None, *, genes: Collection[str] | None = None, chunk_bytes: int = _CHUNK_BYTES
+) -> GeneEmbedding:
     """scFoundation gene outputs [cells, 19264, 512] -> mean per gene, optionally only `genes`."""
     path, gene_index = Path(path), _require(gene_index, "scFoundation gene index (OS_scRNA_gene_index.19264.tsv)")
     symbols = read_scfoundation_index(gene_index)
@@ -154,10 +168,18 @@ def read_scfoundation(path: Path, gene_index: Path | None, *, genes: Collection[
     cols = _restrict(symbols, genes)  # indices < len(symbols): T/S positions are never read
     vectors = mean_over_cells(arr, cols, chunk_bytes)
     return GeneEmbedding(
-        [symbols[i] for i in cols], vectors,
-        {"embedder": "precomputed", "format": "scfoundation", "source_model": "scFoundation",
-         "file": _file_id(path), "gene_index": str(gene_index), "n_cells": int(arr.shape[0]),
-         "dims": int(arr.shape[2]), "aggregation": "mean over all cells"},
+        [symbols[i] for i in cols],
+        vectors,
+        {
+            "embedder": "precomputed",
+            "format": "scfoundation",
+            "source_model": "scFoundation",
+            "file": _file_id(path),
+            "gene_index": str(gene_index),
+            "n_cells": int(arr.shape[0]),
+            "dims": int(arr.shape[2]),
+            "aggregation": "mean over all cells",
+        },
     )
 
 
@@ -189,7 +211,8 @@ def read_torch_dict(path: Path, *, genes: Collection[str] | None = None) -> Gene
         raise DataError(f"gene {bad!r}: non-finite embedding value", path)
     keep = _restrict(symbols, genes)
     return GeneEmbedding(
-        [symbols[i] for i in keep], vectors[keep],
+        [symbols[i] for i in keep],
+        vectors[keep],
         {"embedder": "precomputed", "format": "torch", "file": _file_id(path), "dims": int(vectors.shape[1])},
     )
 
@@ -256,9 +279,17 @@ def read_ensembl_csv(path: Path, mapping: Path | None, *, genes: Collection[str]
         bad = symbols[int(np.argwhere(~np.isfinite(vectors))[0][0])]
         raise DataError(f"gene {bad!r}: non-finite embedding value", path)
     return GeneEmbedding(
-        symbols, vectors,
-        {"embedder": "precomputed", "format": "ensembl_csv", "file": _file_id(path), "gene_index": str(mapping),
-         "dims": int(values.shape[1]), "unmapped_ids": unmapped, "symbol_conflicts": conflicts},
+        symbols,
+        vectors,
+        {
+            "embedder": "precomputed",
+            "format": "ensembl_csv",
+            "file": _file_id(path),
+            "gene_index": str(mapping),
+            "dims": int(values.shape[1]),
+            "unmapped_ids": unmapped,
+            "symbol_conflicts": conflicts,
+        },
     )
 
 

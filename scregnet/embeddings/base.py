@@ -35,9 +35,7 @@ class GeneEmbedding:
         if self.vectors.ndim != 2:
             raise ValueError(f"embedding vectors must be 2-D [genes, dims], got shape {self.vectors.shape}")
         if len(self.genes) != self.vectors.shape[0]:
-            raise ValueError(
-                f"embedding has {len(self.genes)} gene names but {self.vectors.shape[0]} vectors"
-            )
+            raise ValueError(f"embedding has {len(self.genes)} gene names but {self.vectors.shape[0]} vectors")
         if len(set(self.genes)) != len(self.genes):
             seen: set[str] = set()
             dup = next(g for g in self.genes if g in seen or seen.add(g))  # type: ignore[func-returns-value]

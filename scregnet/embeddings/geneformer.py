@@ -211,7 +211,7 @@ def load_dictionaries(directory: str | Path | None, version: str) -> GeneformerD
 
 
 def detect_version(model_config: Any | None = None, directory: str | Path | None = None) -> str:
-    """"v1" or "v2": from the model's max_position_embeddings (2048 / 4096) or vocab size
+    """ "v1" or "v2": from the model's max_position_embeddings (2048 / 4096) or vocab size
     (25,426 / 20,275); otherwise from which token dictionary exists in `directory`."""
     if model_config is not None:
         by_pos = _VERSION_BY_MAX_POSITIONS.get(getattr(model_config, "max_position_embeddings", None))
@@ -272,9 +272,7 @@ class GeneformerTokenizer:
         self.slot_median = np.asarray(medians, dtype=np.float64)
         cols = np.flatnonzero(gene_slot >= 0)
         # [G_in, S] 0/1 matrix: X_rows @ agg sums the columns of each slot
-        self.agg = sp.csr_matrix(
-            (np.ones(len(cols)), (cols, gene_slot[cols])), shape=(len(self.genes), len(tokens))
-        )
+        self.agg = sp.csr_matrix((np.ones(len(cols)), (cols, gene_slot[cols])), shape=(len(self.genes), len(tokens)))
         unmapped = [g for g, e in zip(self.genes, ensembl) if e is None]
         not_in_vocab = [g for g, e, s in zip(self.genes, ensembl, gene_slot) if e is not None and s < 0]
         n = max(len(self.genes), 1)
@@ -409,7 +407,9 @@ def hidden_state_index(layer: int, n_layers: int) -> int:
     """Index into the L+1 hidden states: negative counts from the end (-1 -> L, -2 -> L-1)."""
     index = n_layers + 1 + layer if layer < 0 else layer
     if not 0 <= index <= n_layers:
-        raise ValueError(f"layer {layer} is out of range for a {n_layers}-layer model (use -{n_layers + 1}..{n_layers})")
+        raise ValueError(
+            f"layer {layer} is out of range for a {n_layers}-layer model (use -{n_layers + 1}..{n_layers})"
+        )
     return index
 
 
@@ -442,7 +442,9 @@ def _bytes_per_token(config, seq_len: int) -> int:
     return 4 * (9 * d + 2 * i + h * seq_len)
 
 
-def _plan_batches(lengths: np.ndarray, batch_size: int | None, budget_bytes: float | None, config, pad_to: int) -> list[np.ndarray]:
+def _plan_batches(
+    lengths: np.ndarray, batch_size: int | None, budget_bytes: float | None, config, pad_to: int
+) -> list[np.ndarray]:
     """Cells sorted by length (longest first) cut into batches: `batch_size` cells each, or as many
     as fit in `budget_bytes` at the batch's (padded) length."""
     order = np.argsort(-lengths, kind="stable")
@@ -523,7 +525,12 @@ def accumulate_gene_sums(
         if config._attn_implementation != "sdpa":
             model.set_attn_implementation("sdpa")
         pad_to = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
-        batches = [keep[b] for b in _plan_batches(lengths[keep], batch_size, None if batch_size else _memory_budget(device, config), config, pad_to)]
+        batches = [
+            keep[b]
+            for b in _plan_batches(
+                lengths[keep], batch_size, None if batch_size else _memory_budget(device, config), config, pad_to
+            )
+        ]
         bf16 = resolve_precision(precision, device) == "bf16"
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     else:
@@ -537,7 +544,7 @@ def accumulate_gene_sums(
     scratch = torch.zeros(n_slots + 1, sums.shape[1], dtype=torch.float32, device=device)
     hits = torch.zeros(n_slots + 1, dtype=torch.int64, device=device)
     started, done = time.perf_counter(), 0
-    with torch.inference_mode(), autocast, (_encoder_depth(bert, index) if fast else nullcontext()):
+    with torch.inference_mode(), autocast, _encoder_depth(bert, index) if fast else nullcontext():
         for b, idx in enumerate(batches):
             t = -(-int(lengths[idx].max()) // pad_to) * pad_to if fast else pad_to  # round up to pad_to
             ids = np.zeros((len(idx), t), dtype=np.int64)  # pad id 0
@@ -611,7 +618,17 @@ class GeneSums:
 
 
 # Metadata that must agree between shards before they can be merged.
-_MERGE_KEYS = ("embedder", "model", "layer", "version", "transform", "precision", "dictionary_sha256", "input_sha256", "dims")
+_MERGE_KEYS = (
+    "embedder",
+    "model",
+    "layer",
+    "version",
+    "transform",
+    "precision",
+    "dictionary_sha256",
+    "input_sha256",
+    "dims",
+)
 
 
 def sum_gene_sums(parts: Sequence[GeneSums]) -> GeneSums:
@@ -787,7 +804,9 @@ class GeneformerEmbedder:
             )
         return tok
 
-    def embed_shard(self, adata, shard: int = 0, n_shards: int | None = None, *, _input_hash: str | None = None) -> GeneSums:
+    def embed_shard(
+        self, adata, shard: int = 0, n_shards: int | None = None, *, _input_hash: str | None = None
+    ) -> GeneSums:
         """(sum, count) per gene over shard `shard` of `n_shards` (default cfg.n_shards) of the cells.
 
         Cells are first limited to cfg.max_cells (evenly spaced), then split into contiguous blocks.
@@ -812,8 +831,15 @@ class GeneformerEmbedder:
                 tokenised = pending.result()
                 pending = pool.submit(tok.tokenize, X[chunks[k + 1]]) if k + 1 < len(chunks) else None
                 n_embedded += accumulate_gene_sums(
-                    model, tokenised, sums, counts, layer=self.cfg.layer, fast=self.fast,
-                    batch_size=self.cfg.batch_size, log_every=self.log_every, precision=self.cfg.precision,
+                    model,
+                    tokenised,
+                    sums,
+                    counts,
+                    layer=self.cfg.layer,
+                    fast=self.fast,
+                    batch_size=self.cfg.batch_size,
+                    log_every=self.log_every,
+                    precision=self.cfg.precision,
                 )
         seconds = time.perf_counter() - started
         slot_sums, slot_counts = sums.cpu().numpy(), counts.cpu().numpy()

@@ -41,9 +41,14 @@ class PCAEmbedder:
         _, s, vt = np.linalg.svd(z, full_matrices=False)
         vectors = (vt[:k].T * s[:k]) / np.sqrt(max(z.shape[0] - 1, 1))
         return GeneEmbedding(
-            genes=list(adata.var_names), vectors=vectors.astype(np.float32),
-            metadata={"embedder": "pca", "dims": int(k), "n_cells": int(z.shape[0]),
-                      "explained_variance_ratio": float((s[:k] ** 2).sum() / (s ** 2).sum())},
+            genes=list(adata.var_names),
+            vectors=vectors.astype(np.float32),
+            metadata={
+                "embedder": "pca",
+                "dims": int(k),
+                "n_cells": int(z.shape[0]),
+                "explained_variance_ratio": float((s[:k] ** 2).sum() / (s**2).sum()),
+            },
         )
 
 

@@ -18,10 +18,18 @@ from scregnet.embeddings import GeneEmbedding, build_embedder
 from steps.common import record
 
 
-@step(cache_policy=CachePolicy(include_artifact_ids=False), output_materializers={"gene_embedding": GeneEmbeddingMaterializer})
+@step(
+    cache_policy=CachePolicy(include_artifact_ids=False),
+    output_materializers={"gene_embedding": GeneEmbeddingMaterializer},
+)
 def embed(expression: ad.AnnData, embedder: EmbedderConfig) -> Annotated[GeneEmbedding, "gene_embedding"]:
     embedding = build_embedder(embedder).embed(expression)
     _, found = embedding.align(list(expression.var_names)) if embedding.dim else (None, None)
-    record({"genes_with_vector": len(embedding.genes), "dims": embedding.dim,
-                  "coverage": float(found.mean()) if found is not None else 0.0})
+    record(
+        {
+            "genes_with_vector": len(embedding.genes),
+            "dims": embedding.dim,
+            "coverage": float(found.mean()) if found is not None else 0.0,
+        }
+    )
     return embedding

@@ -28,6 +28,9 @@ def add_gene_sums(a: GeneSums, b: GeneSums) -> Annotated[GeneSums, "gene_sums"]:
     return sum_gene_sums([a, b])
 
 
-@step(cache_policy=CachePolicy(include_artifact_ids=False), output_materializers={"gene_embedding": GeneEmbeddingMaterializer})
+@step(
+    cache_policy=CachePolicy(include_artifact_ids=False),
+    output_materializers={"gene_embedding": GeneEmbeddingMaterializer},
+)
 def finalize_embedding(total: GeneSums) -> Annotated[GeneEmbedding, "gene_embedding"]:
     return gene_sums_to_embedding(total)

@@ -28,9 +28,9 @@ def flat_metrics(model: dict, baselines: dict) -> dict[str, float]:
 
 
 @step(enable_cache=False)
-def evaluate(model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str) -> tuple[
-    Annotated[dict, "metrics"], Annotated[HTMLString, "evaluation_report"]
-]:
+def evaluate(
+    model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str
+) -> tuple[Annotated[dict, "metrics"], Annotated[HTMLString, "evaluation_report"]]:
     with tracking.holding_run(mlflow_run_id, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
         ev = evaluate_model(model, split)
         flat = flat_metrics(ev.model, ev.baselines)

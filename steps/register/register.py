@@ -21,7 +21,9 @@ def mirror_to_zenml(promoted: bool) -> None:
 
 
 @step(enable_cache=False)
-def register(model: ModelBundle, split: Split, metrics: dict, config: RunConfig, mlflow_run_id: str) -> Annotated[dict, "promotion"]:
+def register(
+    model: ModelBundle, split: Split, metrics: dict, config: RunConfig, mlflow_run_id: str
+) -> Annotated[dict, "promotion"]:
     with tracking.holding_run(mlflow_run_id, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
         if not config.registry.enabled:
             tracking.end_run(mlflow_run_id, "FINISHED", config)
@@ -33,14 +35,35 @@ def register(model: ModelBundle, split: Split, metrics: dict, config: RunConfig,
         # A kill waits for this block: no version, or a complete one with its run FINISHED.
         with tracking.signals_deferred():
             decision = registry.register(
-                mlflow_run_id, uri, name, test, split.hash(), metric=config.registry.promotion_metric,
-                margin=config.registry.promotion_margin, split_test=split.test, genes=model.genes, config=config,
+                mlflow_run_id,
+                uri,
+                name,
+                test,
+                split.hash(),
+                metric=config.registry.promotion_metric,
+                margin=config.registry.promotion_margin,
+                split_test=split.test,
+                genes=model.genes,
+                config=config,
                 extra_tags={"zenml_model_version": zenml_version},
             )
             registry.apply_promotion(decision, mirror_to_zenml, config)
-            tracking.set_tags(mlflow_run_id, {"registered_model": name, "registered_version": decision.version,
-                                              "promotion": "promoted" if decision.promoted else "rejected"}, config)
-            record({"mlflow_model": name, "mlflow_version": decision.version, "promoted": decision.promoted,
-                    "reason": decision.reason})
+            tracking.set_tags(
+                mlflow_run_id,
+                {
+                    "registered_model": name,
+                    "registered_version": decision.version,
+                    "promotion": "promoted" if decision.promoted else "rejected",
+                },
+                config,
+            )
+            record(
+                {
+                    "mlflow_model": name,
+                    "mlflow_version": decision.version,
+                    "promoted": decision.promoted,
+                    "reason": decision.reason,
+                }
+            )
             tracking.end_run(mlflow_run_id, "FINISHED", config)
     return decision.as_dict()

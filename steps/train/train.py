@@ -22,15 +22,21 @@ from scregnet.train import ModelInputs, bundle, fit
 
 
 def run_tags(config: RunConfig, dataset: GRNDataset) -> dict[str, str]:
-    return {"dataset": dataset.name, "protocol": config.split.protocol, "embedder": config.embedder.kind,
-            "gnn": config.model.gnn, "seed": str(config.train.seed), "priors_sha256": dataset.priors_hash(),
-            **prior_manifest_tags(config.data.prior_manifest)}
+    return {
+        "dataset": dataset.name,
+        "protocol": config.split.protocol,
+        "embedder": config.embedder.kind,
+        "gnn": config.model.gnn,
+        "seed": str(config.train.seed),
+        "priors_sha256": dataset.priors_hash(),
+        **prior_manifest_tags(config.data.prior_manifest),
+    }
 
 
 @step(enable_cache=False, output_materializers={"model": ModelBundleMaterializer, "split": SplitMaterializer})
-def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbedding, config: RunConfig) -> tuple[
-    Annotated[ModelBundle, "model"], Annotated[Split, "split"], Annotated[str, "mlflow_run_id"]
-]:
+def train(
+    expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbedding, config: RunConfig
+) -> tuple[Annotated[ModelBundle, "model"], Annotated[Split, "split"], Annotated[str, "mlflow_run_id"]]:
     dataset = GRNDataset.from_parts(expression, priors)
     split = make_split(dataset.label_graph(), config.split)
     run_id = tracking.start_run(config, run_tags(config, dataset) | {"split_sha256": split.hash()})
@@ -39,16 +45,30 @@ def train(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbe
             gene_embedding.save(tmp)
             tracking.log_artifacts(run_id, tmp, "embedding", config)
         if config.data.prior_manifest is not None:  # the watcher's record of the prior files
-            tracking.with_retries(lambda: tracking.client(config).log_artifact(
-                run_id, str(config.data.prior_manifest), "priors"), "upload the prior manifest")
+            tracking.with_retries(
+                lambda: tracking.client(config).log_artifact(run_id, str(config.data.prior_manifest), "priors"),
+                "upload the prior manifest",
+            )
         inputs = ModelInputs.build(dataset, gene_embedding)
         result = fit(inputs, split, config.model, config.train)
         tracking.log_history(run_id, result.history, config)
-        tracking.log_figure(run_id, training_curves_figure(result.history, config.train.select_metric, result.best_epoch),
-                            "training_curves.png", config)
-        tracking.log_metrics(run_id, {"best_epoch": result.best_epoch, "train_seconds": result.seconds,
-                                      **{f"split_n_{k}": v for k, v in split.sizes().items()},
-                                      "embedding_coverage": float(inputs.embedding_found.mean())
-                                      if inputs.embedding_found is not None else 0.0}, config)
+        tracking.log_figure(
+            run_id,
+            training_curves_figure(result.history, config.train.select_metric, result.best_epoch),
+            "training_curves.png",
+            config,
+        )
+        tracking.log_metrics(
+            run_id,
+            {
+                "best_epoch": result.best_epoch,
+                "train_seconds": result.seconds,
+                **{f"split_n_{k}": v for k, v in split.sizes().items()},
+                "embedding_coverage": float(inputs.embedding_found.mean())
+                if inputs.embedding_found is not None
+                else 0.0,
+            },
+            config,
+        )
         model = bundle(result, inputs, config.model, dataset=dataset.name, split_sha256=split.hash(), tfs=dataset.tfs)
     return model, split, run_id

@@ -31,28 +31,39 @@ def _pipeline_run_name() -> str:
 
 
 @step(enable_cache=False)
-def tune(expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbedding, config: RunConfig) -> tuple[
-    Annotated[dict, "best_params"], Annotated[RunConfig, "tuned_config"], Annotated[str, "tune_run_id"]
-]:
+def tune(
+    expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbedding, config: RunConfig
+) -> tuple[Annotated[dict, "best_params"], Annotated[RunConfig, "tuned_config"], Annotated[str, "tune_run_id"]]:
     """Run (or resume) the study; returns the best params, the config with them applied, and the umbrella run id."""
     dataset = GRNDataset.from_parts(expression, priors)
     if config.data.name:
         dataset.name = config.data.name
     run_name = _pipeline_run_name()
-    tags = {**study_tags(config, dataset, config.tune.study_name or "", None), "kind": "tune",
-            "zenml_pipeline_run": run_name}
+    tags = {
+        **study_tags(config, dataset, config.tune.study_name or "", None),
+        "kind": "tune",
+        "zenml_pipeline_run": run_name,
+    }
     tags.pop("optuna_storage", None)
     parent = tracking.start_run(config, tags, run_name=f"tune-{run_name}")
     with tracking.holding_run(parent, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
         result = run_tune(dataset, config, gene_embedding, parent_run_id=parent, retrain=False)
         tracking.end_run(parent, "FINISHED", config)
-    record({"study": result.study_name, "best_value": result.best_value, "trials": result.counts,
-                  "study_seconds": result.study_seconds, "best_params": result.best_params})
+    record(
+        {
+            "study": result.study_name,
+            "best_value": result.best_value,
+            "trials": result.counts,
+            "study_seconds": result.study_seconds,
+            "best_params": result.best_params,
+        }
+    )
     return result.as_dict(), apply_params(config, result.best_params), parent
 
 
 @step(enable_cache=False)
 def link_tuned_run(tune_run_id: str, mlflow_run_id: str, config: RunConfig) -> None:
     """Nest the final training run under the tuning run and mark it tuned (compare/--tag tuned=true)."""
-    tracking.set_tags(mlflow_run_id, {"mlflow.parentRunId": tune_run_id, "tuned": "true",
-                                      "tune_parent_run_id": tune_run_id}, config)
+    tracking.set_tags(
+        mlflow_run_id, {"mlflow.parentRunId": tune_run_id, "tuned": "true", "tune_parent_run_id": tune_run_id}, config
+    )

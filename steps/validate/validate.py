@@ -21,8 +21,11 @@ def validate(expression: ad.AnnData, priors: pd.DataFrame, config: RunConfig) ->
     dataset = GRNDataset.from_parts(expression, priors)
     report_dir = home() / "validation" / model_name("report", dataset.name)
     report = validate_dataset(dataset, config.data.min_cells, config.data.min_genes, report_dir=report_dir)
-    record({"problems": len(report.problems), "warnings": len(report.warnings),
-                  "report": report.report_path or ""})
+    record({"problems": len(report.problems), "warnings": len(report.warnings), "report": report.report_path or ""})
     report.raise_if_failed()
-    return {"problems": report.problems, "warnings": report.warnings, "report": report.report_path,
-            "statistics": report.statistics}
+    return {
+        "problems": report.problems,
+        "warnings": report.warnings,
+        "report": report.report_path,
+        "statistics": report.statistics,
+    }
