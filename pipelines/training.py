@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from zenml import Model, pipeline
 
-from scregnet.config import RunConfig
+from scregnet.config import RunConfig, read_run_config
 from scregnet.data import dataset_name
 from scregnet.registry import model_name
 from steps.embed.embed import embed
@@ -89,11 +89,10 @@ def run_pipeline(
         options["schedule"] = schedule
     tmp = None
     if zenml_config is not None:
-        raw = yaml.safe_load(Path(zenml_config).read_text()) or {}
-        raw.pop("parameters", None)
-        if raw:
+        zenml = read_run_config(zenml_config)[1]  # the RunConfig part is already in `config`
+        if zenml:
             tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-            yaml.safe_dump(raw, tmp)
+            yaml.safe_dump(zenml, tmp)
             tmp.close()
             options["config_path"] = tmp.name
     try:

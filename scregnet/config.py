@@ -210,26 +210,73 @@ class RunConfig(_Section):
         return out
 
 
+# Top-level keys of a ZenML run-config YAML (everything ZenML reads besides `parameters`).
+ZENML_RUN_KEYS = (
+    "settings",
+    "steps",
+    "enable_cache",
+    "enable_artifact_metadata",
+    "enable_artifact_visualization",
+    "enable_step_logs",
+    "enable_pipeline_logs",
+    "run_name",
+    "schedule",
+    "build",
+    "model",
+    "extra",
+    "tags",
+    "substitutions",
+    "cache_policy",
+)
+
+
+def split_run_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run-config mapping -> (the `RunConfig` part, the ZenML part).
+
+    Two shapes are accepted: a ZenML run config, whose `parameters.config` is the RunConfig and
+    whose other top-level keys are ZenML's; or a bare RunConfig mapping, where ZenML keys
+    (`settings`, `steps`, ...) may stand beside the RunConfig sections. The one place that
+    tells them apart: `load_config`, the pipeline launcher and the watcher all call it.
+    """
+    params = raw.get("parameters")
+    if isinstance(params, dict) and "config" in params:
+        config = params.get("config") or {}
+        zenml = {k: v for k, v in raw.items() if k != "parameters"}
+        rest = {k: v for k, v in params.items() if k != "config"}
+        if rest:  # other pipeline parameters are ZenML's business
+            zenml["parameters"] = rest
+        return config, zenml
+    return (
+        {k: v for k, v in raw.items() if k not in ZENML_RUN_KEYS},
+        {k: v for k, v in raw.items() if k in ZENML_RUN_KEYS},
+    )
+
+
+def read_run_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a run-config YAML file and split it (`split_run_config`); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    config, zenml = split_run_config(raw)
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{path}: parameters.config must be a mapping of RunConfig sections, got {type(config).__name__}"
+        )
+    return config, zenml
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML run config and apply dotted-key overrides (`{"train.lr": 1e-3}`).
 
     Errors name the file and the offending key.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-        # ZenML run configs put our object under `parameters.config`; accept both shapes.
-        if "parameters" in raw and isinstance(raw["parameters"], dict) and "config" in raw["parameters"]:
-            raw = raw["parameters"]["config"]
-        raw = {k: v for k, v in raw.items() if k not in ("settings", "enable_cache", "run_name")}
+    raw: dict[str, Any] = read_run_config(path)[0] if path is not None else {}
     for key, value in (overrides or {}).items():
         if value is None:
             continue

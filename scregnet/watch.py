@@ -40,25 +40,7 @@ from pathlib import Path
 import yaml
 
 from scregnet import priors_store as ps
-
-# Keys of a ZenML run-config YAML that are not our RunConfig.
-ZENML_KEYS = (
-    "settings",
-    "steps",
-    "enable_cache",
-    "enable_artifact_metadata",
-    "enable_artifact_visualization",
-    "enable_step_logs",
-    "run_name",
-    "schedule",
-    "build",
-    "model",
-    "extra",
-    "tags",
-    "substitutions",
-    "enable_pipeline_logs",
-    "cache_policy",
-)
+from scregnet.config import read_run_config
 
 
 @dataclass
@@ -120,15 +102,7 @@ def find_expression(root: Path, dataset: str) -> tuple[str, Path] | None:
 
 def write_run_config(base: Path | None, dataset: str, source: tuple[str, Path], manifest_path: Path, out: Path) -> Path:
     """The base run-config YAML with `parameters.config.data` pointing at this dataset's priors."""
-    raw: dict = {}
-    if base is not None:
-        raw = yaml.safe_load(Path(base).read_text()) or {}
-    if isinstance(raw.get("parameters"), dict) and "config" in raw["parameters"]:
-        cfg = raw["parameters"]["config"] or {}
-    else:  # a bare RunConfig YAML: move it under parameters.config, keep ZenML keys on top
-        cfg = {k: v for k, v in raw.items() if k not in ZENML_KEYS}
-        raw = {k: v for k, v in raw.items() if k in ZENML_KEYS}
-        raw["parameters"] = {}
+    cfg, raw = read_run_config(base) if base is not None else ({}, {})
     data = dict(cfg.get("data") or {})
     for k in ("path", "h5ad", "priors", "name", "replace_labels", "prior_manifest"):
         data.pop(k, None)
@@ -144,7 +118,7 @@ def write_run_config(base: Path | None, dataset: str, source: tuple[str, Path], 
     if kind == "path":
         data["replace_labels"] = True  # the S3 priors are the labels, not an addition to Label.csv
     cfg["data"] = data
-    raw["parameters"]["config"] = cfg
+    raw["parameters"] = {**raw.get("parameters", {}), "config": cfg}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     return out
