@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scregnet import registry
+from scregnet.tracking import tracker
 
 
 def zenml_stage_mirror(name: str, mlflow_version: str):
@@ -11,7 +12,7 @@ def zenml_stage_mirror(name: str, mlflow_version: str):
     def mirror(promoted: bool) -> None:
         from zenml.client import Client
 
-        mv = registry.client().get_model_version(name, mlflow_version)
+        mv = tracker().client.get_model_version(name, mlflow_version)
         zenml_version = (mv.tags or {}).get("zenml_model_version")
         if not zenml_version:
             return  # registered outside a ZenML run: nothing to mirror
@@ -21,7 +22,7 @@ def zenml_stage_mirror(name: str, mlflow_version: str):
 
 
 def manual_promote(name: str, version: str) -> None:
-    c = registry.client()
+    c = tracker().client
     mv = c.get_model_version(name, version)  # raises if the version does not exist
     decision = registry.Decision(name, str(mv.version), True, "promoted by hand", "manual", float("nan"))
     registry.apply_promotion(decision, zenml_stage_mirror(name, str(mv.version)))

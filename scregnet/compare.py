@@ -125,9 +125,9 @@ def compare(
 ) -> tuple[list[Group], str]:
     """Query the store and build the table; `client` defaults to the configured tracking URI."""
     if client is None:
-        from scregnet import tracking
+        from scregnet.tracking import tracker
 
-        client = tracking.client()
+        client = tracker().client
     groups = group_runs(fetch_runs(client, experiment, dataset, protocol, tags), by)
     return groups, markdown(groups, by)
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from scregnet import registry
 from scregnet.serialize import ModelBundle
-from scregnet.tracking import client, with_retries
+from scregnet.tracking import as_tracker, with_retries
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".graphml")
 
@@ -31,7 +31,7 @@ class LoadedModel:
 
 def resolve_version(name: str, model: str = "champion", config=None) -> str:
     """`champion` / `challenger` (any alias) or a version number -> version number (str)."""
-    c = client(config)
+    c = as_tracker(config).client
     if str(model).isdigit():
         mv = with_retries(lambda: c.get_model_version(name, str(model)), f"read {name} version {model}")
         return str(mv.version)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from scregnet.serialize import ModelBundle
-from scregnet.tracking import client, with_retries
+from scregnet.tracking import as_tracker, with_retries
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
@@ -36,13 +36,13 @@ def _pip_requirements() -> list[str]:
     ]
 
 
-def log_model(run_id: str, bundle: ModelBundle, config=None) -> str:
+def log_model(run_id: str, bundle: ModelBundle, tracking=None) -> str:
     """Log the bundle as an MLflow pyfunc under the run; returns the model URI."""
     import mlflow
 
     import scregnet
 
-    client(config)
+    t = as_tracker(tracking).activate()  # mlflow.pyfunc.log_model goes through the fluent API
     code = Path(__file__).with_name("pyfunc_model.py")
     with tempfile.TemporaryDirectory() as tmp:
         bundle.save(Path(tmp) / "bundle")
@@ -61,7 +61,7 @@ def log_model(run_id: str, bundle: ModelBundle, config=None) -> str:
 
         uri = with_retries(_log, "log the model")
     # start_run/exit marks the run FINISHED; the pipeline reopens it until registration ends.
-    with_retries(lambda: client(config).update_run(run_id, status="RUNNING"), "reopen the run")
+    with_retries(lambda: t.client.update_run(run_id, status="RUNNING"), "reopen the run")
     return uri
 
 
@@ -92,8 +92,9 @@ def _version_tag(v, key: str, default=None):
     return (v.tags or {}).get(key, default)
 
 
-def current_champion(name: str, config=None):
-    c = client(config)
+def current_champion(name: str, tracking=None):
+    """The version holding `champion`, or None."""
+    c = as_tracker(tracking).client
     try:
         return c.get_model_version_by_alias(name, CHAMPION)
     except Exception as exc:  # no alias or no model yet
@@ -102,22 +103,22 @@ def current_champion(name: str, config=None):
         raise
 
 
-def _champion_value_on(split_test: np.ndarray, genes: list[str], champion, metric: str, config) -> float:
+def _champion_value_on(split_test: np.ndarray, genes: list[str], champion, metric: str, tracking) -> float:
     """Score the champion on the challenger's test pairs (by gene symbol) and compute `metric`."""
     from scregnet.metrics import evaluate_scores
 
     with tempfile.TemporaryDirectory() as tmp:
-        champ = load_bundle(champion.name, str(champion.version), tmp, config)
+        champ = load_bundle(champion.name, str(champion.version), tmp, tracking)
     tfs = [genes[i] for i in split_test[:, 0]]
     targets = [genes[i] for i in split_test[:, 1]]
     return float(evaluate_scores(split_test, champ.score_symbols(tfs, targets))[metric])
 
 
-def load_bundle(name: str, version: str, dst: str, config=None) -> ModelBundle:
+def load_bundle(name: str, version: str, dst: str, tracking=None) -> ModelBundle:
     """Download a registered version and read its bundle (checksums verified)."""
     import mlflow
 
-    client(config)
+    as_tracker(tracking).activate()
     local = with_retries(
         lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dst),
         f"download {name} version {version}",
@@ -135,13 +136,14 @@ def register(
     margin: float = 0.0,
     split_test: np.ndarray | None = None,
     genes: list[str] | None = None,
-    config=None,
+    tracking=None,
     extra_tags: dict | None = None,
 ) -> Decision:
     """New version + `challenger` alias; `champion` moves only if the gate passes."""
     import mlflow
 
-    c = client(config)
+    t = as_tracker(tracking).activate()
+    c = t.client
     tags = {
         "run_id": run_id,
         "split_hash": split_hash,
@@ -153,7 +155,7 @@ def register(
     with_retries(lambda: c.set_registered_model_alias(name, CHALLENGER, version), "set the challenger alias")
 
     value = float(repr(float(metrics[metric])))  # exactly what the tag stores
-    champion = current_champion(name, config)
+    champion = current_champion(name, t)
     if champion is None:
         decision = Decision(name, version, True, "no champion yet", metric, value)
     else:
@@ -162,7 +164,7 @@ def register(
             basis = "same split"
         elif split_test is not None and genes is not None:
             try:
-                champ_value = _champion_value_on(split_test, genes, champion, metric, config)
+                champ_value = _champion_value_on(split_test, genes, champion, metric, t)
                 basis = "champion re-scored on the challenger's test split"
             except KeyError as exc:
                 return _record(
@@ -213,9 +215,9 @@ def _history(c, name: str) -> list[str]:
     return [v for v in (model.tags or {}).get(HISTORY_TAG, "").split(",") if v]
 
 
-def set_champion(name: str, version: str, config=None) -> None:
+def set_champion(name: str, version: str, tracking=None) -> None:
     """Move `champion` to `version` and append it to the champion history."""
-    c = client(config)
+    c = as_tracker(tracking).client
     history = _history(c, name)
     if not history or history[-1] != str(version):
         history.append(str(version))
@@ -223,7 +225,7 @@ def set_champion(name: str, version: str, config=None) -> None:
     with_retries(lambda: c.set_registered_model_tag(name, HISTORY_TAG, ",".join(history)), "record champion history")
 
 
-def apply_promotion(decision: Decision, mirror=None, config=None) -> None:
+def apply_promotion(decision: Decision, mirror=None, tracking=None) -> None:
     """Move `champion` to the decided version, then run `mirror` (e.g. the ZenML stage).
 
     If the mirror fails, the alias goes back where it was, so the two registries never
@@ -233,13 +235,13 @@ def apply_promotion(decision: Decision, mirror=None, config=None) -> None:
         if mirror is not None:
             mirror(False)
         return
-    previous = current_champion(decision.name, config)
-    set_champion(decision.name, decision.version, config)
+    previous = current_champion(decision.name, tracking)
+    set_champion(decision.name, decision.version, tracking)
     try:
         if mirror is not None:
             mirror(True)
     except BaseException:
-        c = client(config)
+        c = as_tracker(tracking).client
         if previous is not None:
             c.set_registered_model_alias(decision.name, CHAMPION, str(previous.version))
         else:
@@ -249,9 +251,9 @@ def apply_promotion(decision: Decision, mirror=None, config=None) -> None:
         raise
 
 
-def rollback(name: str, config=None) -> str:
+def rollback(name: str, tracking=None) -> str:
     """Champion goes back to the previous champion; returns that version."""
-    c = client(config)
+    c = as_tracker(tracking).client
     history = _history(c, name)
     if len(history) < 2:
         raise ValueError(f"{name}: no previous champion to roll back to (history: {history or 'empty'})")

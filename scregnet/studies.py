@@ -261,21 +261,23 @@ def write_study(
         fig.savefig(png, dpi=110, bbox_inches="tight")
         paths["png"] = png
     if to_mlflow:
-        from scregnet import tracking
+        from scregnet.tracking import tracker
 
         cfg = config or RunConfig()
+        mlflow = tracker(cfg)
         datasets = sorted({r["dataset"] for r in report["results"]})
-        run_id = tracking.start_run(
-            cfg,
+        run_id = mlflow.start_run(
             {"kind": f"study_{report['kind']}", "protocol": report["protocol"], "dataset": ",".join(datasets)},
+            cfg.flat(),
             run_name=f"study-{report['kind']}",
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            for p in paths.values():
-                Path(tmp, p.name).write_bytes(p.read_bytes())
-            tracking.log_artifacts(run_id, tmp, "study", cfg)
-        if "png" in paths:
-            tracking.log_figure(run_id, fig, "noise_boxplot.png", cfg)
-        tracking.end_run(run_id, "FINISHED", cfg)
+        with mlflow.holding(run_id):
+            with tempfile.TemporaryDirectory() as tmp:
+                for p in paths.values():
+                    Path(tmp, p.name).write_bytes(p.read_bytes())
+                mlflow.log_artifacts(run_id, tmp, "study")
+            if "png" in paths:
+                mlflow.log_figure(run_id, fig, "noise_boxplot.png")
+            mlflow.end_run(run_id, "FINISHED")
         paths["mlflow_run"] = Path(run_id)
     return paths

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scregnet import tracking
 from scregnet.config import RunConfig
+from scregnet.tracking import tracker
 
 
 def _metrics(auroc: float, lc: float) -> tuple[dict, dict]:
@@ -24,7 +24,7 @@ def store(tmp_path):
     cfg = RunConfig()
     cfg.tracking.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg.tracking.experiment = "compare-test"
-    from steps.evaluate.evaluate import flat_metrics  # the names the pipeline logs
+    from scregnet.tracking.records import flat_metrics  # the names the pipeline logs
 
     def log(dataset, protocol, seed, auroc, lc, gnn="gcn", status="FINISHED", kind=None):
         c = cfg.model_copy(deep=True)
@@ -39,12 +39,12 @@ def store(tmp_path):
         }
         if kind:
             tags["kind"] = kind
-        run_id = tracking.start_run(c, tags)
+        run_id = tracker(c).start_run(tags, c.flat())
         if kind != "tune_trial":
-            tracking.log_metrics(run_id, flat_metrics(*_metrics(auroc, lc)), c)
+            tracker(c).log_metrics(run_id, flat_metrics(*_metrics(auroc, lc)))
         else:
-            tracking.log_metrics(run_id, {"val_auprc": 0.5}, c)
-        tracking.end_run(run_id, status, c)
+            tracker(c).log_metrics(run_id, {"val_auprc": 0.5})
+        tracker(c).end_run(run_id, status)
 
     for seed, a in enumerate((0.80, 0.82, 0.84)):
         log("mDC/TFs500", "genelink", seed, a, 0.81)
@@ -60,7 +60,7 @@ def store(tmp_path):
 def test_compare_groups_filters_and_averages(store):
     from scregnet.compare import compare
 
-    c = tracking.client(store)
+    c = tracker(store).client
     groups, table = compare(c, experiment="compare-test", dataset="mDC/TFs500")
     keys = [g.key for g in groups]
     assert keys == [

@@ -8,8 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from scregnet import registry, tracking
+from scregnet import registry
 from scregnet.config import RunConfig
+from scregnet.tracking import client as tracking_client
+from scregnet.tracking import tracker
 
 
 def _closed_port() -> int:
@@ -21,9 +23,9 @@ def _closed_port() -> int:
 def test_unreachable_tracking_server_retries_then_fails_clearly(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    monkeypatch.setattr(tracking, "RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setattr(tracking_client, "RETRY_BASE_SECONDS", 0.05)
     calls = []
-    real = tracking.with_retries
+    real = tracking_client.with_retries
 
     def counting(fn, what, **kw):
         def wrapped():
@@ -32,13 +34,13 @@ def test_unreachable_tracking_server_retries_then_fails_clearly(monkeypatch):
 
         return real(wrapped, what, **kw)
 
-    monkeypatch.setattr(tracking, "with_retries", counting)
+    monkeypatch.setattr(tracking_client, "with_retries", counting)
     cfg = RunConfig()
     cfg.tracking.tracking_uri = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(
         RuntimeError, match=r"MLflow unreachable while trying to look up the experiment after 5 attempts"
     ):
-        tracking.start_run(cfg, {"dataset": "x"})
+        tracker(cfg).start_run({"dataset": "x"}, cfg.flat())
     assert len(calls) == 5
     gaps = np.diff(calls)
     assert all(b > a for a, b in zip(gaps, gaps[1:]))  # exponential backoff
@@ -50,8 +52,8 @@ def _registered(tmp_path, monkeypatch, n_versions: int):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     cfg = RunConfig()
     cfg.tracking.tracking_uri = uri
-    c = tracking.client(cfg)
-    exp = tracking.ensure_experiment(c, "faults")
+    c = tracker(cfg).client
+    exp = tracker(cfg).experiment_id("faults")
     name = "scregnet-faults"
     c.create_registered_model(name)
     for _ in range(n_versions):
@@ -70,7 +72,7 @@ def test_failed_mirror_reverts_the_champion_alias(tmp_path, monkeypatch):
     decision = registry.Decision(name, "2", True, "better", "auprc", 0.9, "1", 0.8)
     with pytest.raises(ConnectionError):
         registry.apply_promotion(decision, broken_mirror, cfg)
-    c = tracking.client(cfg)
+    c = tracker(cfg).client
     assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
     assert c.get_registered_model(name).tags[registry.HISTORY_TAG] == "1"
 
@@ -80,7 +82,7 @@ def test_rollback_steps_back_through_champion_history(tmp_path, monkeypatch):
     for v in ("1", "3"):
         registry.set_champion(name, v, cfg)
     assert registry.rollback(name, cfg) == "1"
-    c = tracking.client(cfg)
+    c = tracker(cfg).client
     assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
     with pytest.raises(ValueError, match="no previous champion"):
         registry.rollback(name, cfg)
@@ -98,12 +100,12 @@ def test_mlflow_server_stopped_mid_run_leaves_no_half_registered_model(tmp_path,
     # A stopped server refuses connections at once; the timeout only guards the live calls,
     # which can take seconds on a loaded 2-core machine.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    monkeypatch.setattr(tracking, "RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setattr(tracking_client, "RETRY_BASE_SECONDS", 0.05)
     server = start_mlflow(tmp_path)
     try:
         cfg = fast_config
         cfg.tracking.tracking_uri = server.url
-        run_id = tracking.start_run(cfg, {"dataset": "synthetic"})
+        run_id = tracker(cfg).start_run({"dataset": "synthetic"}, cfg.flat())
         fast_config.train.max_epochs = 5
         bundle = run_experiment(synthetic, cfg, None, seed=0).model
     finally:

@@ -83,9 +83,9 @@ def trained(tracking, synthetic_dir, tmp_path_factory):
 
 
 def _client():
-    from scregnet.tracking import client
+    from scregnet.tracking import tracker
 
-    return client()
+    return tracker().client
 
 
 def _champion() -> str:

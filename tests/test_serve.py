@@ -30,22 +30,23 @@ NAME = f"scregnet-{DATASET}"  # registry.model_name("scregnet", DATASET)
 @pytest.fixture(scope="module")
 def registered(mlflow_server, synthetic):
     """Version 1 of NAME on the server, alias champion (and challenger)."""
-    from scregnet import registry, tracking
+    from scregnet import registry
     from scregnet.config import RunConfig
     from scregnet.experiment import run_experiment
+    from scregnet.tracking import tracker
 
     cfg = RunConfig()
     cfg.model.gnn_dims, cfg.model.mlp_dims = [32, 16], [16]
     cfg.train.max_epochs, cfg.train.patience = 5, 4
     cfg.tracking.tracking_uri = mlflow_server.url
     assert registry.model_name(cfg.registry.model_prefix, DATASET) == NAME
-    run_id = tracking.start_run(cfg, {"dataset": DATASET})
+    run_id = tracker(cfg).start_run({"dataset": DATASET}, cfg.flat())
     result = run_experiment(synthetic, cfg, None, seed=0)
     uri = registry.log_model(run_id, result.model, cfg)
     test = {k: v for k, v in result.evaluation.model["test"].items() if k in ("auroc", "auprc")}
-    decision = registry.register(run_id, uri, NAME, test, result.split.hash(), config=cfg)
+    decision = registry.register(run_id, uri, NAME, test, result.split.hash(), tracking=cfg)
     registry.apply_promotion(decision, None, cfg)
-    tracking.end_run(run_id, "FINISHED", cfg)
+    tracker(cfg).end_run(run_id, "FINISHED")
     assert decision.promoted and decision.version == "1"
     return SimpleNamespace(cfg=cfg, version=decision.version, genes=list(result.model.genes), tfs=list(synthetic.tfs))
 
@@ -116,10 +117,10 @@ def _post(served, body: dict) -> tuple[int, dict]:
 
 
 def _use_server(registered, monkeypatch):
-    from scregnet import tracking
+    from scregnet.tracking import tracker
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.cfg.tracking.tracking_uri)
-    tracking.client(registered.cfg)
+    tracker(registered.cfg).activate()
 
 
 def _pairs(registered, n: int = 24) -> pd.DataFrame:

@@ -38,7 +38,7 @@ def cfg(mlflow_server):  # noqa: F811
 
 
 def _new_run(cfg: RunConfig) -> str:
-    return tracking.start_run(cfg, {"dataset": "signals"})
+    return tracking.tracker(cfg).start_run({"dataset": "signals"}, cfg.flat())
 
 
 def _run(cfg: RunConfig, run_id: str):
@@ -96,7 +96,7 @@ def test_sigint_marks_the_run_killed_and_raises_keyboard_interrupt(cfg):
     run_id = _new_run(cfg)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        with tracking.holding_run(run_id, cfg):  # the step form: its fail_run must not win
+        with tracking.tracker(cfg).holding(run_id):  # the step form: its fail_run must not win
             _signal_self(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
     _assert_killed_by(cfg, run_id, "SIGINT")
@@ -106,7 +106,7 @@ def test_an_ordinary_exception_marks_the_run_failed_not_killed(cfg):
     run_id = _new_run(cfg)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(ValueError, match="bad input"):
-        with tracking.holding_run(run_id, cfg):
+        with tracking.tracker(cfg).holding(run_id):
             raise ValueError("bad input")
     assert signal.getsignal(signal.SIGTERM) is before
     run = _run(cfg, run_id)
@@ -136,7 +136,7 @@ def test_killed_stays_killed_when_mlflow_closes_the_run_failed_on_the_way_out(cf
     run_id = _new_run(cfg)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with pytest.raises(tracking.Terminated):
-        with tracking.holding_run(run_id, cfg):
+        with tracking.tracker(cfg).holding(run_id):
             with mlflow.start_run(run_id=run_id):
                 _signal_self(signal.SIGTERM)
     assert _run(cfg, run_id).info.status == "KILLED"
@@ -147,12 +147,12 @@ def test_a_deferred_block_completes_and_a_closed_run_is_not_marked_killed(cfg):
     run_id = _new_run(cfg)
     done = []
     with pytest.raises(tracking.Terminated):
-        with tracking.holding_run(run_id, cfg):
+        with tracking.tracker(cfg).holding(run_id):
             with tracking.signals_deferred():
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.5)  # the handler has run by now; it only noted the signal
                 done.append("registered")
-                tracking.end_run(run_id, "FINISHED", cfg)
+                tracking.tracker(cfg).end_run(run_id, "FINISHED")
             pytest.fail("the deferred signal was not acted on")
     assert done == ["registered"]
     run = _run(cfg, run_id)
@@ -162,7 +162,7 @@ def test_a_deferred_block_completes_and_a_closed_run_is_not_marked_killed(cfg):
 
 def test_a_hanging_tracking_server_does_not_hold_up_the_stop(monkeypatch, caplog):
     """A server that accepts connections and never answers: the stop comes within the bound."""
-    monkeypatch.setattr(tracking, "KILL_MARK_SECONDS", 1.0)
+    monkeypatch.setattr(tracking.signals, "KILL_MARK_SECONDS", 1.0)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)  # connections complete in the backlog; nothing ever answers
@@ -191,7 +191,7 @@ def test_sigterm_during_a_tuning_trial_kills_the_trial_and_the_study_parent(
     c.tracking = cfg.tracking
     c.tune.max_epochs, c.tune.patience = 1_000_000, 1_000_000  # a trial runs until killed
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
-    exp_id = tracking.ensure_experiment(client, cfg.tracking.experiment)
+    exp_id = tracking.tracker(cfg).experiment_id()
     trial_filter = "tags.kind = 'tune_trial' and tags.optuna_study = 'killed-study'"
 
     def kill_once_a_trial_runs():

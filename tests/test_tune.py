@@ -115,7 +115,7 @@ def test_params_map_onto_the_config(tune_config):
 
 
 def test_tune_logs_nested_trials_best_params_and_a_final_test_evaluation(synthetic, tune_config, tmp_path):
-    from scregnet import tracking
+    from scregnet.tracking import tracker
 
     res = tune(
         synthetic,
@@ -129,7 +129,7 @@ def test_tune_logs_nested_trials_best_params_and_a_final_test_evaluation(synthet
     saved = json.loads((tmp_path / "out" / "best_params.json").read_text())
     assert saved["best_params"] == res.best_params and saved["best_value"] == res.best_value
     assert set(res.final["model"]) == {"val", "test"} and "label_count" in res.final["baselines"]["test"]
-    c = tracking.client(tune_config)
+    c = tracker(tune_config).client
     parent = c.get_run(res.parent_run_id)
     assert parent.data.tags["kind"] == "tune" and parent.info.status == "FINISHED"
     children = c.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res.parent_run_id}'")

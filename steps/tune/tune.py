@@ -14,10 +14,10 @@ import anndata as ad
 import pandas as pd
 from zenml import get_step_context, step
 
-from scregnet import tracking
 from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
 from scregnet.embeddings import GeneEmbedding
+from scregnet.tracking import tracker
 from scregnet.tune import apply_params, study_tags
 from scregnet.tune import tune as run_tune
 from steps.common import record
@@ -45,10 +45,11 @@ def tune(
         "zenml_pipeline_run": run_name,
     }
     tags.pop("optuna_storage", None)
-    parent = tracking.start_run(config, tags, run_name=f"tune-{run_name}")
-    with tracking.holding_run(parent, config):  # exception: FAILED; SIGTERM/SIGINT: KILLED
+    mlflow = tracker(config)
+    parent = mlflow.start_run(tags, config.flat(), run_name=f"tune-{run_name}")
+    with mlflow.holding(parent):  # exception: FAILED; SIGTERM/SIGINT: KILLED
         result = run_tune(dataset, config, gene_embedding, parent_run_id=parent, retrain=False)
-        tracking.end_run(parent, "FINISHED", config)
+        mlflow.end_run(parent, "FINISHED")
     record(
         {
             "study": result.study_name,
@@ -64,6 +65,6 @@ def tune(
 @step(enable_cache=False)
 def link_tuned_run(tune_run_id: str, mlflow_run_id: str, config: RunConfig) -> None:
     """Nest the final training run under the tuning run and mark it tuned (compare/--tag tuned=true)."""
-    tracking.set_tags(
-        mlflow_run_id, {"mlflow.parentRunId": tune_run_id, "tuned": "true", "tune_parent_run_id": tune_run_id}, config
+    tracker(config).set_tags(
+        mlflow_run_id, {"mlflow.parentRunId": tune_run_id, "tuned": "true", "tune_parent_run_id": tune_run_id}
     )
