@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -251,6 +252,20 @@ def failure_entry(
 # one pass
 
 
+@dataclass
+class Pass:
+    """What one pass shares: settings, S3 client and state, the runner, where runs write, the log, the clock."""
+
+    cfg: WatchConfig
+    s3: Any
+    state: ps.WatchState
+    runner: Callable[[WatchConfig, RunRequest, Callable], int]
+    workdir: Path
+    log: Callable[[str], None]
+    clock: Callable[[], datetime]
+    retry_failed: bool = False
+
+
 def watch_once(
     cfg: WatchConfig,
     s3=None,
@@ -265,155 +280,174 @@ def watch_once(
     `retry_failed`: run datasets in backoff or given up on now, as if their priors were new.
     """
     s3 = s3 or ps.s3_client(cfg.endpoint_url)
-    runner = runner or run_subprocess
-    workdir = Path(cfg.workdir or cfg.priors_dir.parent / "watch")
     listing = ps.list_priors(s3, cfg.bucket, cfg.prefix)
-    clock = clock or server_clock(listing)
+    ctx = Pass(
+        cfg=cfg,
+        s3=s3,
+        state=ps.WatchState(s3, cfg.bucket, cfg.prefix),
+        runner=runner or run_subprocess,
+        workdir=Path(cfg.workdir or cfg.priors_dir.parent / "watch"),
+        log=log,
+        clock=clock or server_clock(listing),
+        retry_failed=retry_failed,
+    )
     for key, why in listing.refused:
         log(f"refused s3://{cfg.bucket}/{key}: {why}")
-    state = ps.WatchState(s3, cfg.bucket, cfg.prefix)
-    current = state.read()
-    recorded, failed = current["datasets"], current["failed"]
-    now = clock()
-    outcomes: dict[str, Outcome] = {}
-    candidates: dict[str, list] = {}
-    for dataset, objects in sorted(listing.datasets.items()):
-        done = recorded.get(dataset)
-        held = held_back(cfg, dataset, failed.get(dataset), objects, now)
-        if done and ps.fingerprint(done.get("files", [])) == ps.fingerprint(objects):
-            outcomes[dataset] = Outcome(dataset, "up-to-date", manifest_sha256=done.get("manifest_sha256"))
-        elif held is not None and not retry_failed:
-            outcomes[dataset] = held
-        elif find_expression(cfg.expression_root, dataset) is None:
-            outcomes[dataset] = Outcome(
-                dataset, "no-expression", f"no BEELINE directory or single .h5ad at {cfg.expression_root / dataset}"
-            )
-        else:
-            if held is not None:
-                log(f"[{dataset}] {held.status}, retried now (--retry-failed): {held.detail}")
-            candidates[dataset] = objects
-    # Settling: a dataset is trained on once its newest upload is `settle_seconds` old (S3
-    # clock) and a fresh listing shows the same files. Fresh uploads are waited for (at most
-    # `settle_seconds`) within this pass, so `--once` right after an upload still trains.
-    young = {d for d, objs in candidates.items() if not ps.is_settled(objs, listing.server_time, cfg.settle_seconds)}
-    if young:
-        now = listing.server_time or datetime.now(UTC)
-        wait = max(
-            cfg.settle_seconds - (now - max(o.last_modified for o in candidates[d])).total_seconds() for d in young
-        )
-        log(f"waiting {max(wait, 0):.0f}s for uploads to settle: {', '.join(sorted(young))}")
-        time.sleep(min(max(wait, 0.0), cfg.settle_seconds) + 1.0)
-        again = ps.list_priors(s3, cfg.bucket, cfg.prefix)
-        for d in young:
-            objs = again.datasets.get(d, [])
-            if ps.fingerprint(objs) != ps.fingerprint(candidates[d]) or not ps.is_settled(
-                objs, again.server_time, cfg.settle_seconds
-            ):
-                outcomes[d] = Outcome(d, "settling", "still being uploaded; next pass")
-                del candidates[d]
+    outcomes, candidates = _triage(ctx, listing)
+    outcomes.update(_settle(ctx, listing, candidates))
     for dataset, objects in sorted(candidates.items()):
-        source = find_expression(cfg.expression_root, dataset)
-        outcomes[dataset] = _process(
-            cfg, s3, state, dataset, objects, source, runner, workdir, log, clock, retry_failed
-        )
+        outcomes[dataset] = _process(ctx, dataset, objects, find_expression(cfg.expression_root, dataset))
     outcomes = [outcomes[d] for d in sorted(outcomes)]
     for o in outcomes:
         log(f"[{o.dataset}] {o.status}" + (f": {o.detail}" if o.detail else ""))
     return outcomes
 
 
-def _process(cfg, s3, state, dataset, objects, source, runner, workdir, log, clock, retry_failed) -> Outcome:
-    lock = ps.S3Lock(s3, cfg.bucket, ps.lock_key(cfg.prefix, dataset), cfg.lease_seconds)
+def _triage(ctx: Pass, listing: ps.Listing) -> tuple[dict[str, Outcome], dict[str, list]]:
+    """From the listing and the state alone: (outcomes of datasets with nothing to do, candidates to run)."""
+    current = ctx.state.read()
+    recorded, failed = current["datasets"], current["failed"]
+    now = ctx.clock()
+    outcomes: dict[str, Outcome] = {}
+    candidates: dict[str, list] = {}
+    for dataset, objects in sorted(listing.datasets.items()):
+        done = recorded.get(dataset)
+        held = held_back(ctx.cfg, dataset, failed.get(dataset), objects, now)
+        if done and ps.fingerprint(done.get("files", [])) == ps.fingerprint(objects):
+            outcomes[dataset] = Outcome(dataset, "up-to-date", manifest_sha256=done.get("manifest_sha256"))
+        elif held is not None and not ctx.retry_failed:
+            outcomes[dataset] = held
+        elif find_expression(ctx.cfg.expression_root, dataset) is None:
+            where = ctx.cfg.expression_root / dataset
+            outcomes[dataset] = Outcome(dataset, "no-expression", f"no BEELINE directory or single .h5ad at {where}")
+        else:
+            if held is not None:
+                ctx.log(f"[{dataset}] {held.status}, retried now (--retry-failed): {held.detail}")
+            candidates[dataset] = objects
+    return outcomes, candidates
+
+
+def _settle(ctx: Pass, listing: ps.Listing, candidates: dict[str, list]) -> dict[str, Outcome]:
+    """Drop (with status `settling`) the candidates whose upload is still going on.
+
+    A dataset is trained on once its newest upload is `settle_seconds` old (S3 clock) and a
+    fresh listing shows the same files. Fresh uploads are waited for (at most
+    `settle_seconds`) within this pass, so `--once` right after an upload still trains.
+    """
+    cfg = ctx.cfg
+    young = {d for d, objs in candidates.items() if not ps.is_settled(objs, listing.server_time, cfg.settle_seconds)}
+    if not young:
+        return {}
+    now = listing.server_time or datetime.now(UTC)
+    wait = max(cfg.settle_seconds - (now - max(o.last_modified for o in candidates[d])).total_seconds() for d in young)
+    ctx.log(f"waiting {max(wait, 0):.0f}s for uploads to settle: {', '.join(sorted(young))}")
+    time.sleep(min(max(wait, 0.0), cfg.settle_seconds) + 1.0)
+    again = ps.list_priors(ctx.s3, cfg.bucket, cfg.prefix)
+    outcomes = {}
+    for d in young:
+        objs = again.datasets.get(d, [])
+        if ps.fingerprint(objs) != ps.fingerprint(candidates[d]) or not ps.is_settled(
+            objs, again.server_time, cfg.settle_seconds
+        ):
+            outcomes[d] = Outcome(d, "settling", "still being uploaded; next pass")
+            del candidates[d]
+    return outcomes
+
+
+def _process(ctx: Pass, dataset: str, objects: list, source: tuple[str, Path]) -> Outcome:
+    """One dataset under its lease: re-check the state, download, run, record."""
+    cfg = ctx.cfg
+    lock = ps.S3Lock(ctx.s3, cfg.bucket, ps.lock_key(cfg.prefix, dataset), cfg.lease_seconds)
     if not lock.acquire():
         return Outcome(dataset, "locked", "another watcher holds this dataset's lease")
     lock.start_heartbeat()
     try:
-        current = state.read()  # re-read under the lease: another watcher may have finished (or failed)
-        done = current["datasets"].get(dataset)
-        if done and ps.fingerprint(done.get("files", [])) == ps.fingerprint(objects):
-            return Outcome(dataset, "up-to-date", "trained by another watcher", done.get("manifest_sha256"))
-        held = held_back(cfg, dataset, current["failed"].get(dataset), objects, clock())
-        if held is not None and not retry_failed:
-            held.detail = f"another watcher's run just failed: {held.detail}"
-            return held
-        try:
-            manifest_path, manifest = ps.materialize(s3, cfg.bucket, cfg.prefix, dataset, objects, cfg.priors_dir)
-        except ps.ChangedDuringDownload as exc:
-            return Outcome(dataset, "changed", str(exc))
-        digest = manifest["sha256"]
-        record = {
-            "manifest_sha256": digest,
-            "files": [{k: f[k] for k in ("key", "rel", "etag", "sha256", "size")} for f in manifest["files"]],
-        }
-        if done and done.get("manifest_sha256") == digest:  # same bytes re-uploaded: note the new ETags only
-
-            def _same(s: dict) -> None:
-                s["datasets"][dataset].update(record)
-                s["failed"].pop(dataset, None)  # a failure of other priors no longer applies
-
-            state.update(_same)
-            return Outcome(dataset, "same-content", "ETags changed, content did not: nothing to train", digest)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        req = RunRequest(
-            dataset,
-            write_run_config(
-                cfg.run_config,
-                dataset,
-                source,
-                manifest_path,
-                workdir / "runs" / f"{dataset}-{digest[:12]}-{stamp}.yaml",
-            ),
-            manifest_path,
-            workdir / "logs" / f"{dataset}-{digest[:12]}-{stamp}.log",
-        )
-        t0 = time.perf_counter()
-        rc = runner(cfg, req, log)
-        seconds = time.perf_counter() - t0
-        if rc != 0:
-            at = clock()
-
-            def _failed(s: dict) -> None:  # not trained: `datasets` keeps the last successful run
-                s["failed"][dataset] = failure_entry(
-                    cfg, s["failed"].get(dataset), objects, digest, rc, req.log_path, at
-                )
-
-            entry = state.update(_failed)["failed"][dataset]
-            if entry["next_retry_at"] is None:
-                then = (
-                    f"giving up on these priors (max {cfg.max_failures} failures) until they change or --retry-failed"
-                )
-            else:
-                due = datetime.fromisoformat(entry["next_retry_at"])
-                then = f"next retry at {_when(due)} (in {_span((due - at).total_seconds())}) unless the priors change"
-            log(
-                f"[{dataset}] run failed (exit {rc}), failure {entry['failures']} in a row on these priors; {then}. "
-                f"Log tail:\n{_tail(req.log_path)}"
-            )
-            return Outcome(
-                dataset,
-                "failed",
-                f"exit {rc}, log {req.log_path}; failure {entry['failures']}, {then}",
-                digest,
-                seconds,
-            )
-        if lock.lost:
-            log(f"[{dataset}] warning: the lease was lost during the run (heartbeat could not renew it)")
-
-        def _record(s: dict) -> None:
-            s["datasets"][dataset] = {
-                **record,
-                "trained_at": datetime.now(UTC).isoformat(),
-                "seconds": round(seconds, 1),
-                "run_config": str(req.config_path),
-                "log": str(req.log_path),
-                "manifest": str(manifest_path),
-            }
-            s["failed"].pop(dataset, None)  # the failure streak is over
-
-        state.update(_record)
-        return Outcome(dataset, "trained", f"{seconds:.0f}s", digest, seconds)
+        return _under_lease(ctx, lock, dataset, objects, source)
     finally:
         lock.release()
+
+
+def _under_lease(ctx: Pass, lock: ps.S3Lock, dataset: str, objects: list, source: tuple[str, Path]) -> Outcome:
+    current = ctx.state.read()  # re-read under the lease: another watcher may have finished (or failed)
+    done = current["datasets"].get(dataset)
+    if done and ps.fingerprint(done.get("files", [])) == ps.fingerprint(objects):
+        return Outcome(dataset, "up-to-date", "trained by another watcher", done.get("manifest_sha256"))
+    held = held_back(ctx.cfg, dataset, current["failed"].get(dataset), objects, ctx.clock())
+    if held is not None and not ctx.retry_failed:
+        held.detail = f"another watcher's run just failed: {held.detail}"
+        return held
+    try:
+        manifest_path, manifest = ps.materialize(
+            ctx.s3, ctx.cfg.bucket, ctx.cfg.prefix, dataset, objects, ctx.cfg.priors_dir
+        )
+    except ps.ChangedDuringDownload as exc:
+        return Outcome(dataset, "changed", str(exc))
+    digest = manifest["sha256"]
+    record = {
+        "manifest_sha256": digest,
+        "files": [{k: f[k] for k in ("key", "rel", "etag", "sha256", "size")} for f in manifest["files"]],
+    }
+    if done and done.get("manifest_sha256") == digest:  # same bytes re-uploaded: note the new ETags only
+
+        def _same(s: dict) -> None:
+            s["datasets"][dataset].update(record)
+            s["failed"].pop(dataset, None)  # a failure of other priors no longer applies
+
+        ctx.state.update(_same)
+        return Outcome(dataset, "same-content", "ETags changed, content did not: nothing to train", digest)
+    req = _run_request(ctx, dataset, source, manifest_path, digest)
+    t0 = time.perf_counter()
+    rc = ctx.runner(ctx.cfg, req, ctx.log)
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        return _record_failed_run(ctx, dataset, objects, digest, rc, req, seconds)
+    if lock.lost:
+        ctx.log(f"[{dataset}] warning: the lease was lost during the run (heartbeat could not renew it)")
+
+    def _record(s: dict) -> None:
+        s["datasets"][dataset] = {
+            **record,
+            "trained_at": datetime.now(UTC).isoformat(),
+            "seconds": round(seconds, 1),
+            "run_config": str(req.config_path),
+            "log": str(req.log_path),
+            "manifest": str(manifest_path),
+        }
+        s["failed"].pop(dataset, None)  # the failure streak is over
+
+    ctx.state.update(_record)
+    return Outcome(dataset, "trained", f"{seconds:.0f}s", digest, seconds)
+
+
+def _run_request(ctx: Pass, dataset: str, source: tuple[str, Path], manifest_path: Path, digest: str) -> RunRequest:
+    """The generated run config and the log path of one run."""
+    name = f"{dataset}-{digest[:12]}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    config = write_run_config(ctx.cfg.run_config, dataset, source, manifest_path, ctx.workdir / "runs" / f"{name}.yaml")
+    return RunRequest(dataset, config, manifest_path, ctx.workdir / "logs" / f"{name}.log")
+
+
+def _record_failed_run(
+    ctx: Pass, dataset: str, objects: list, digest: str, rc: int, req: RunRequest, seconds: float
+) -> Outcome:
+    """A run that exited non-zero: not trained; its failure entry starts or continues the backoff."""
+    cfg, at = ctx.cfg, ctx.clock()
+
+    def _failed(s: dict) -> None:  # not trained: `datasets` keeps the last successful run
+        s["failed"][dataset] = failure_entry(cfg, s["failed"].get(dataset), objects, digest, rc, req.log_path, at)
+
+    entry = ctx.state.update(_failed)["failed"][dataset]
+    if entry["next_retry_at"] is None:
+        then = f"giving up on these priors (max {cfg.max_failures} failures) until they change or --retry-failed"
+    else:
+        due = datetime.fromisoformat(entry["next_retry_at"])
+        then = f"next retry at {_when(due)} (in {_span((due - at).total_seconds())}) unless the priors change"
+    ctx.log(
+        f"[{dataset}] run failed (exit {rc}), failure {entry['failures']} in a row on these priors; {then}. "
+        f"Log tail:\n{_tail(req.log_path)}"
+    )
+    return Outcome(
+        dataset, "failed", f"exit {rc}, log {req.log_path}; failure {entry['failures']}, {then}", digest, seconds
+    )
 
 
 def watch(
