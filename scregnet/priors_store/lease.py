@@ -53,8 +53,11 @@ class S3Lock:
     def _verify(self) -> bool:
         if self.verify_delay:
             time.sleep(self.verify_delay)
-        value, tag = get_json(self.s3, self.bucket, self.key)
-        if value is None or value.get("token") != self.token:
+        try:
+            value, tag = get_json(self.s3, self.bucket, self.key)
+        except ValueError:  # not JSON (UnicodeDecodeError is one): not our lease
+            return False
+        if not isinstance(value, dict) or value.get("token") != self.token:
             return False
         self.etag = tag
         return True

@@ -10,7 +10,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scregnet.priors_store.keys import DATASET_RE, UnsafeKeyError, normalize_prefix, safe_join
+from scregnet.priors_store.keys import (
+    DATASET_RE,
+    FILES_DIR,
+    UnsafeKeyError,
+    colliding,
+    normalize_prefix,
+    safe_join,
+    split_key,
+)
 from scregnet.priors_store.listing import PriorObject
 from scregnet.priors_store.s3io import CONFLICT_CODES
 
@@ -47,22 +55,34 @@ def _download(s3, bucket: str, obj: PriorObject, dest: Path) -> str:
     return h.hexdigest()
 
 
+def _judge(prefix: str, dataset: str, objects: list[PriorObject], root: Path) -> None:
+    for obj in objects:
+        if split_key(prefix, obj.key, root) != (dataset, obj.rel):
+            raise UnsafeKeyError(f"key {obj.key!r} is not {dataset}/{obj.rel}", dataset)
+    clash = colliding(o.rel for o in objects)
+    if clash:
+        raise UnsafeKeyError("; ".join(sorted(set(clash.values()))), dataset)
+
+
 def materialize(
     s3, bucket: str, prefix: str, dataset: str, objects: list[PriorObject], root: str | Path
 ) -> tuple[Path, dict]:
     """Download a dataset's prior files to `<root>/<dataset>/<manifest sha256>/files/...`.
 
     Returns (manifest path, manifest). The directory is content-addressed: a second call
-    for the same content reuses it.
+    for the same content reuses it. Every key is judged again, by the listing's own judges
+    (`keys.split_key`, `keys.colliding`), before anything is written.
     """
     if not DATASET_RE.match(dataset):
-        raise UnsafeKeyError(f"dataset name {dataset!r}")
-    base = Path(root).resolve() / dataset
+        raise UnsafeKeyError(f"dataset name {dataset!r}", dataset)
+    root = Path(root).resolve()
+    _judge(prefix, dataset, objects, root)
+    base = root / dataset
     tmp = base / f".tmp-{uuid.uuid4().hex}"
     try:
         files = []
         for obj in objects:
-            local = safe_join(tmp / "files", obj.rel)
+            local = safe_join(tmp / FILES_DIR, obj.rel)
             files.append(
                 {
                     "key": obj.key,
@@ -98,7 +118,7 @@ def manifest_files(manifest_path: str | Path) -> list[Path]:
     """Local paths of the prior files a manifest describes (in key order)."""
     manifest_path = Path(manifest_path)
     manifest = json.loads(manifest_path.read_text())
-    return [safe_join(manifest_path.parent / "files", f["rel"]) for f in manifest["files"]]
+    return [safe_join(manifest_path.parent / FILES_DIR, f["rel"]) for f in manifest["files"]]
 
 
 def prior_manifest_tags(manifest_path: str | Path | None) -> dict[str, str]:

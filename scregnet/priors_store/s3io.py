@@ -40,8 +40,8 @@ def is_missing(exc: BaseException) -> bool:
     return str(response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404", "NotFound")
 
 
-def get_json(s3, bucket: str, key: str) -> tuple[dict | None, str | None]:
-    """(object, ETag) or (None, None) when the key does not exist."""
+def get_bytes(s3, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    """(body, ETag) or (None, None) when the key does not exist."""
     from botocore.exceptions import ClientError
 
     try:
@@ -50,7 +50,15 @@ def get_json(s3, bucket: str, key: str) -> tuple[dict | None, str | None]:
         if is_missing(exc):
             return None, None
         raise
-    return json.loads(r["Body"].read() or b"{}"), etag(r.get("ETag"))
+    return r["Body"].read(), etag(r.get("ETag"))
+
+
+def get_json(s3, bucket: str, key: str) -> tuple[dict | None, str | None]:
+    """(object, ETag) or (None, None) when the key does not exist; ValueError when it is not JSON."""
+    body, tag = get_bytes(s3, bucket, key)
+    if body is None:
+        return None, None
+    return json.loads(body or b"{}"), tag
 
 
 def put_json(
