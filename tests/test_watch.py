@@ -118,11 +118,28 @@ def _s3_calls(s3) -> list[tuple[str, str]]:
         "incoming/a.csv",
         "other/ds/a.csv",
         "incoming/ds/a\x00.csv",
+        "incoming/ds/C:/x.csv",  # absolute on Windows
+        "incoming/ds/chip/c:x.csv",  # drive-relative on Windows, in any component
+        "incoming/ds/~/x.csv",  # home directory after ~ expansion
+        "incoming/ds/chip/~user/x.csv",
+        "incoming/ds/" + "\u00e9" * 128 + ".csv",  # 132 characters, 260 bytes in UTF-8: over NAME_MAX
     ],
 )
 def test_keys_escaping_the_prefix_are_refused(key):
-    with pytest.raises(ps.UnsafeKeyError):
+    with pytest.raises(ps.UnsafeKeyError) as refused:
         ps.split_key("incoming/", key)
+    assert refused.value.dataset == ("ds" if key.startswith("incoming/ds/") else None)  # whose folder holds it
+
+
+def test_colliding_names_and_accepted_suffixes():
+    assert ps.colliding(["a.csv", "b.csv", "chip/a.csv", "Chip/b.csv"]) == {}  # no file is another's folder
+    clash = ps.colliding(["a.csv", "a.csv/b.csv", "a.csv/c/d.tsv", "x.csv"])
+    assert sorted(clash) == ["a.csv", "a.csv/b.csv", "a.csv/c/d.tsv"] and "folder" in clash["a.csv"]
+    assert sorted(ps.colliding(["TF.csv", "tf.csv", "u.csv"])) == ["TF.csv", "tf.csv"]  # one file on APFS/NTFS
+    assert sorted(ps.colliding(["\u00e9.csv", "e\u0301.csv"])) == ["e\u0301.csv", "\u00e9.csv"]  # NFC == NFD
+    for name in ("a.gmt", "b.GMT.gz", "c.tsv", "d.csv.gz", "e.txt"):
+        assert ps.is_prior_file(f"chip/{name}")
+    assert not ps.is_prior_file("README.md") and not ps.is_prior_file(".hidden.gmt")
 
 
 def test_safe_keys_and_local_paths(tmp_path):
@@ -144,10 +161,233 @@ def test_unsafe_keys_are_listed_as_refused_and_never_downloaded(moto_s3, bucket,
     listing = ps.list_priors(s3, bucket, "incoming/")
     assert [o.key for o in listing.datasets["synth"]] == ["incoming/synth/a.csv"]
     assert len(listing.refused) == 3 and listing.ignored == ["incoming/synth/README.md"]
+    assert [r.key for r in listing.blocked["synth"]] == ["incoming/synth/../../evil.csv"]  # the others: no dataset
     runner = FakeRunner(0)
-    watch_once(_cfg(tmp_path, bucket, moto_s3.url, expression_root), s3, runner, log=lambda m: None)
-    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".csv")
-    assert len(files) == 1 and files[0].name == "a.csv" and "evil" not in str(files)
+    [out] = watch_once(_cfg(tmp_path, bucket, moto_s3.url, expression_root), s3, runner, log=lambda m: None)
+    # synth is not trained on a.csv alone (a partial set of its priors): nothing is downloaded
+    assert out.status == "refused-keys" and runner.calls == []
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".csv"]
+
+
+# ------------------------------------------------------------------------------------
+# a bucket with bad objects: the bad dataset is recorded and backs off, the others train
+
+
+@pytest.fixture(scope="module")
+def three_datasets(expression_root):
+    """`a-good`, `bad`, `z-good`: the same small BEELINE directory under three names (one sorted
+    before the bad dataset, one after it)."""
+    import shutil
+
+    root = expression_root.parent / "three"
+    for name in ("a-good", "bad", "z-good"):
+        if not (root / name).exists():
+            shutil.copytree(expression_root / "synth", root / name)
+    return root
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """The watcher runs with its working directory and HOME in empty folders: a key written
+    relative to either (`C:/...`, `~/...`) would show up there."""
+    cwd, home = tmp_path / "cwd", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    return tmp_path
+
+
+def _put_three(s3, bucket, network, bad_keys):
+    for name in ("a-good", "bad", "z-good"):
+        s3.put_object(Bucket=bucket, Key=f"incoming/{name}/ok.csv", Body=_csv(network.iloc[:60]))
+    for key in bad_keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=_csv(network.iloc[60:70]))
+
+
+def _written(root: Path) -> list[str]:
+    """Every file under `root` outside the priors and watch folders (must stay empty)."""
+    allowed = (root / "priors", root / "watch")
+    return [str(p) for p in root.rglob("*") if p.is_file() and not any(a in p.parents for a in allowed)]
+
+
+class RaisingRunner(FakeRunner):
+    """A runner that cannot start for one dataset (e.g. the train command is missing)."""
+
+    def __init__(self, bad: str):
+        super().__init__()
+        self.bad = bad
+
+    def __call__(self, cfg, req, log) -> int:
+        self.calls.append(req)
+        if req.dataset == self.bad:
+            raise FileNotFoundError(2, "No such file or directory", "/no/such/python")
+        return 0
+
+
+BAD_KEYS = {
+    "drive": ["incoming/bad/C:/x.csv"],
+    "home": ["incoming/bad/~/x.csv"],
+    "long-name": ["incoming/bad/" + "\u00e9" * 130 + ".csv"],  # 264 bytes: OSError "File name too long"
+    "file-and-folder": ["incoming/bad/a.csv", "incoming/bad/a.csv/b.csv"],  # was FileExistsError
+    "case": ["incoming/bad/TF.csv", "incoming/bad/tf.csv"],  # one file on APFS/NTFS
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_KEYS))
+def test_a_refused_key_holds_back_its_dataset_only(moto_s3, bucket, sandbox, three_datasets, network, case):
+    s3 = s3_client(moto_s3.url)
+    cfg = _cfg(sandbox, bucket, moto_s3.url, three_datasets, retry_base_seconds=60)
+    _put_three(s3, bucket, network, BAD_KEYS[case])
+    runner, clock, logs = FakeRunner(), Clock(), []
+
+    out = {o.dataset: o for o in watch_once(cfg, s3, runner, log=logs.append, clock=clock)}
+    assert {d: o.status for d, o in out.items()} == {"a-good": "trained", "bad": "refused-keys", "z-good": "trained"}
+    assert [r.dataset for r in runner.calls] == ["a-good", "z-good"]
+    entry = ps.WatchState(s3, bucket, "incoming").read()["failed"]["bad"]
+    assert entry["reason"] == "refused-keys" and entry["failures"] == 1
+    assert sorted(r["key"] for r in entry["refused"]) == sorted(BAD_KEYS[case])
+    assert datetime.fromisoformat(entry["next_retry_at"]) == clock.now + timedelta(seconds=60)
+    for key in BAD_KEYS[case]:  # each refused key is logged with its reason
+        assert any(f"s3://{bucket}/{key}: " in m for m in logs), logs
+    assert "failure 1, next retry at" in out["bad"].detail
+    assert not (sandbox / "priors" / "bad").exists()  # nothing of the bad dataset was downloaded
+    assert _written(sandbox) == []
+
+    # Next pass: the bad dataset backs off (from the listing alone), the good ones are up to date.
+    out = {o.dataset: o.status for o in watch_once(cfg, s3, runner, log=logs.append, clock=clock)}
+    assert out == {"a-good": "up-to-date", "bad": "backoff", "z-good": "up-to-date"} and len(runner.calls) == 2
+    clock.now += timedelta(seconds=60)  # due: judged again, refused again, counted
+    assert watch_once(cfg, s3, runner, log=logs.append, clock=clock)[1].status == "refused-keys"
+    assert ps.WatchState(s3, bucket, "incoming").read()["failed"]["bad"]["failures"] == 2
+
+    # The key fixed (removed): the dataset trains at once on what is left.
+    s3.delete_object(Bucket=bucket, Key=BAD_KEYS[case][-1])
+    out = {o.dataset: o.status for o in watch_once(cfg, s3, runner, log=logs.append, clock=clock)}
+    assert out["bad"] == "trained" and runner.calls[-1].dataset == "bad"
+    assert "bad" not in ps.WatchState(s3, bucket, "incoming").read()["failed"]
+    assert _written(sandbox) == []
+
+
+def test_a_local_path_too_long_is_refused_at_listing(moto_s3, bucket, sandbox, three_datasets, network):
+    s3 = s3_client(moto_s3.url)
+    deep = sandbox / "priors"
+    while len(os.fsencode(str(deep))) < 3400:  # ~3.5 kB: the key below needs ~4.3 kB locally
+        deep = deep / ("d" * 200)
+    deep.mkdir(parents=True)
+    long_key = "incoming/bad/" + "/".join(["p" * 100] * 8) + ".csv"  # 824 bytes: a valid S3 key (<= 1024)
+    _put_three(s3, bucket, network, [long_key])
+    cfg = _cfg(sandbox, bucket, moto_s3.url, three_datasets)
+    cfg.priors_dir = deep
+    runner, logs = FakeRunner(), []
+    out = {o.dataset: o for o in watch_once(cfg, s3, runner, log=logs.append)}
+    assert {d: o.status for d, o in out.items()} == {"a-good": "trained", "bad": "refused-keys", "z-good": "trained"}
+    assert "this file system allows 4095" in out["bad"].detail
+    assert not (deep / "bad").exists() and _written(sandbox) == []
+
+
+@pytest.mark.parametrize("problem", ["runner-raises", "priors-folder-blocked"])
+def test_an_exception_in_one_dataset_is_its_failure_only(moto_s3, bucket, sandbox, three_datasets, network, problem):
+    s3 = s3_client(moto_s3.url)
+    cfg = _cfg(sandbox, bucket, moto_s3.url, three_datasets, retry_base_seconds=60)
+    _put_three(s3, bucket, network, [])
+    if problem == "runner-raises":
+        runner, error = RaisingRunner("bad"), "FileNotFoundError"
+    else:  # a file where the dataset's priors folder should be: the download cannot write (OSError)
+        (sandbox / "priors").mkdir()
+        (sandbox / "priors" / "bad").write_text("in the way")
+        runner, error = FakeRunner(), "Error"  # FileExistsError or NotADirectoryError
+    clock, logs = Clock(), []
+    out = {o.dataset: o for o in watch_once(cfg, s3, runner, log=logs.append, clock=clock)}
+    assert {d: o.status for d, o in out.items()} == {"a-good": "trained", "bad": "error", "z-good": "trained"}
+    entry = ps.WatchState(s3, bucket, "incoming").read()["failed"]["bad"]
+    assert entry["reason"] == "error" and error in entry["error"] and entry["failures"] == 1
+    assert datetime.fromisoformat(entry["next_retry_at"]) == clock.now + timedelta(seconds=60)
+    assert any(m.startswith("[bad] error: ") and error in m for m in logs), logs
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="incoming/.scregnet-watch/locks/").get("KeyCount", 0) == 0
+
+    calls = len(runner.calls)  # the next pass backs off instead of failing again at once
+    out = {o.dataset: o.status for o in watch_once(cfg, s3, runner, log=logs.append, clock=clock)}
+    assert out == {"a-good": "up-to-date", "bad": "backoff", "z-good": "up-to-date"} and len(runner.calls) == calls
+    assert _written(sandbox) == []
+
+
+CORRUPT_STATES = {
+    "binary": b"\x89PNG\r\n\x1a\n\x00\xff\xfe",  # UnicodeDecodeError before
+    "list": b"[1, 2, 3]",  # AttributeError: 'list' object has no attribute 'get' before
+    "truncated": b'{"version": 1, "datasets": {"a-good": {"files": [',
+    "wrong-sections": b'{"version": 1, "datasets": [], "failed": "none"}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT_STATES))
+def test_a_corrupt_state_is_moved_aside_and_the_pass_goes_on(moto_s3, bucket, sandbox, three_datasets, network, case):
+    s3 = s3_client(moto_s3.url)
+    key = ps.state_key("incoming")
+    s3.put_object(Bucket=bucket, Key=key, Body=CORRUPT_STATES[case])
+    _put_three(s3, bucket, network, ["incoming/bad/C:/x.csv"])
+    cfg = _cfg(sandbox, bucket, moto_s3.url, three_datasets)
+    runner, logs = FakeRunner(), []
+    out = {o.dataset: o.status for o in watch_once(cfg, s3, runner, log=logs.append)}
+    assert out == {"a-good": "trained", "bad": "refused-keys", "z-good": "trained"}
+    [warning] = [m for m in logs if "is unusable" in m]
+    assert f"s3://{bucket}/{key} " in warning and "an empty state" in warning
+    [aside] = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=key + ".corrupt-")["Contents"]]
+    assert f"s3://{bucket}/{aside}" in warning
+    assert s3.get_object(Bucket=bucket, Key=aside)["Body"].read() == CORRUPT_STATES[case]  # kept byte for byte
+    state = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert set(state["datasets"]) == {"a-good", "z-good"} and set(state["failed"]) == {"bad"}
+
+    logs.clear()  # repaired: the next pass reads it without a warning and trains nothing
+    out = {o.dataset: o.status for o in watch_once(cfg, s3, runner, log=logs.append)}
+    assert out == {"a-good": "up-to-date", "bad": "backoff", "z-good": "up-to-date"} and len(runner.calls) == 2
+    assert not [m for m in logs if "unusable" in m]
+    assert len(s3.list_objects_v2(Bucket=bucket, Prefix=key + ".corrupt-")["Contents"]) == 1
+    assert _written(sandbox) == []
+
+
+def test_wrong_typed_entries_are_dropped_and_the_rest_kept(moto_s3, bucket, sandbox, three_datasets, network):
+    s3 = s3_client(moto_s3.url)
+    key = ps.state_key("incoming")
+    _put_three(s3, bucket, network, [])
+    cfg = _cfg(sandbox, bucket, moto_s3.url, three_datasets)
+    runner, logs = FakeRunner(), []
+    watch_once(cfg, s3, runner, log=logs.append)
+    state = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    state["datasets"]["a-good"] = "trained, honest"  # an entry that is not an object
+    state["datasets"]["bad"]["files"] = [["ok.csv", "etag"]]  # files that are not objects
+    state["failed"] = {"z-good": 42}
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(state).encode())
+    out = {o.dataset: o.status for o in watch_once(cfg, s3, runner, log=logs.append)}
+    # the two broken records are dropped (retrained once); z-good's record was fine: up to date
+    assert out == {"a-good": "trained", "bad": "trained", "z-good": "up-to-date"} and len(runner.calls) == 5
+    [warning] = [m for m in logs if "is unusable" in m]
+    assert "datasets.a-good: a JSON str" in warning and "datasets.bad: 'files'" in warning
+    assert "failed.z-good: a JSON int" in warning and "the entries that could be read" in warning
+    [aside] = s3.list_objects_v2(Bucket=bucket, Prefix=key + ".corrupt-")["Contents"]
+    assert json.loads(s3.get_object(Bucket=bucket, Key=aside["Key"])["Body"].read()) == state
+
+
+def test_watch_once_mode_returns_outcomes_for_a_bad_bucket(
+    moto_s3, bucket, sandbox, three_datasets, network, monkeypatch
+):
+    import scregnet.watch
+    from scregnet.watch import pass_failed, pass_summary, watch
+
+    for k, v in FAKE_AWS.items():
+        monkeypatch.setenv(k, v)
+    runner = FakeRunner()
+    monkeypatch.setattr(scregnet.watch, "run_subprocess", runner)  # watch() uses the default runner
+    s3 = s3_client(moto_s3.url)
+    s3.put_object(Bucket=bucket, Key=ps.state_key("incoming"), Body=b"\xff\xfe binary")
+    _put_three(s3, bucket, network, ["incoming/bad/a.csv", "incoming/bad/a.csv/b.csv", "incoming/bad/~/x.csv"])
+    cfg = _cfg(sandbox, bucket, moto_s3.url, three_datasets)
+    outcomes = watch(cfg, once=True, log=lambda m: None)  # no traceback
+    assert {o.dataset: o.status for o in outcomes} == {"a-good": "trained", "bad": "refused-keys", "z-good": "trained"}
+    assert pass_failed(outcomes) and "2 trained, 0 failed, 1 with refused keys, 0 errors" in pass_summary(outcomes)
+    assert "3 key(s) refused" in outcomes[1].detail
+    outcomes = watch(cfg, once=True, log=lambda m: None)
+    assert not pass_failed(outcomes) and "1 backing off" in pass_summary(outcomes)  # backoff: exit 0
 
 
 # ------------------------------------------------------------------------------------
