@@ -10,7 +10,7 @@ import yaml
 from zenml import Model, pipeline
 
 from scregnet.config import RunConfig, read_run_config
-from scregnet.data import dataset_name
+from scregnet.data import dataset_name_of
 from scregnet.registry import model_name
 from steps.embed.embed import embed
 from steps.embed.shards import add_gene_sums, embed_shard, finalize_embedding
@@ -55,16 +55,6 @@ def embed_genes(expression, config: RunConfig):
     return finalize_embedding(total)
 
 
-def resolve_dataset_name(config: RunConfig) -> str:
-    if config.data.name:
-        return config.data.name
-    if config.data.path is not None:
-        return dataset_name(config.data.path)
-    if config.data.h5ad is not None:
-        return Path(config.data.h5ad).stem
-    return "dataset"
-
-
 def run_pipeline(
     pipeline_fn, config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None, schedule=None
 ):
@@ -76,7 +66,7 @@ def run_pipeline(
     (the local one refuses them; the Kubernetes one creates a CronJob for a cron expression).
     """
     config = config.model_copy(deep=True)
-    config.data.name = resolve_dataset_name(config)
+    config.data.name = dataset_name_of(config.data)
     options: dict = {
         "model": Model(
             name=model_name(config.registry.model_prefix, config.data.name),

@@ -316,8 +316,8 @@ def read_priors(path: str | Path) -> pd.DataFrame:
     return out
 
 
-def load_h5ad(h5ad: str | Path, priors: list[str | Path], name: str | None = None) -> GRNDataset:
-    """AnnData (cells x genes) + priors tables -> GRNDataset."""
+def read_h5ad(h5ad: str | Path):
+    """An `.h5ad` file as AnnData (cells x genes, var_names upper-cased); clear errors for bad files."""
     import anndata as ad
 
     h5ad = Path(h5ad)
@@ -330,6 +330,13 @@ def load_h5ad(h5ad: str | Path, priors: list[str | Path], name: str | None = Non
             f"cannot read as .h5ad ({type(exc).__name__}: {exc}); the file looks truncated or corrupt", h5ad
         ) from exc
     adata.var_names = [str(g).upper() for g in adata.var_names]
+    return adata
+
+
+def load_h5ad(h5ad: str | Path, priors: list[str | Path], name: str | None = None) -> GRNDataset:
+    """AnnData (cells x genes) + priors tables -> GRNDataset."""
+    h5ad = Path(h5ad)
+    adata = read_h5ad(h5ad)
     if not priors:
         raise DataError("no priors table given; pass --priors FILE (CSV/TSV with tf,target columns)")
     table = pd.concat([read_priors(p) for p in priors], ignore_index=True)
@@ -349,10 +356,35 @@ def dataset_name(directory: str | Path) -> str:
     return directory.name
 
 
+def dataset_name_of(config) -> str:
+    """The dataset's name from a `DataConfig`: `name` if set, else from the BEELINE directory, else
+    the `.h5ad` file's stem. The one rule the registry, MLflow tags and run names follow."""
+    if config.name:
+        return config.name
+    if config.path is not None:
+        return dataset_name(config.path)
+    if config.h5ad is not None:
+        return Path(config.h5ad).stem
+    return "dataset"
+
+
+def check_inputs(config) -> None:
+    """Fail fast, before any orchestration starts: every input path of a `DataConfig` exists."""
+    if config.path is None and config.h5ad is None:
+        raise DataError("no input: set data.path (BEELINE directory) or data.h5ad + data.priors in the config")
+    if config.path is not None and not Path(config.path).is_dir():
+        raise DataError("dataset directory not found (expected a BEELINE-layout directory)", config.path)
+    if config.h5ad is not None and not Path(config.h5ad).is_file():
+        raise DataError("file not found (expected an .h5ad file)", config.h5ad)
+    for path in config.priors:
+        if not Path(path).is_file():
+            raise DataError("priors file not found", path)
+
+
 def load_dataset(config) -> GRNDataset:
     """From a `DataConfig`: BEELINE directory, or h5ad + priors."""
     if config.path is not None:
-        ds = load_beeline(config.path, name=config.name)
+        ds = load_beeline(config.path, name=dataset_name_of(config))
         if config.priors:  # extra priors on top of Label.csv (or instead of it: replace_labels)
             extra = pd.concat([read_priors(p) for p in config.priors], ignore_index=True)
             if getattr(config, "replace_labels", False):
@@ -362,5 +394,5 @@ def load_dataset(config) -> GRNDataset:
                 ds.priors = pd.concat([ds.priors, extra], ignore_index=True)
         return ds
     if config.h5ad is not None:
-        return load_h5ad(config.h5ad, config.priors, name=config.name)
+        return load_h5ad(config.h5ad, config.priors, name=dataset_name_of(config))
     raise DataError("no input: set data.path (BEELINE directory) or data.h5ad + data.priors in the config")

@@ -242,3 +242,27 @@ class ScRegNet(nn.Module):
     @torch.no_grad()
     def score(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:
         return torch.softmax(self.forward(x, edge_index, pairs), dim=1)[:, 1]
+
+
+def build_scregnet(num_features: int, embedding: Tensor | None, cfg, num_nodes: int | None = None) -> ScRegNet:
+    """The model a `ModelConfig` describes, for C = `num_features` and an optional frozen embedding [N, D]."""
+    return ScRegNet(
+        num_features=num_features,
+        embedding=embedding,
+        gnn=cfg.gnn,
+        gnn_dims=cfg.gnn_dims,
+        mlp_dims=cfg.mlp_dims,
+        dropout=cfg.dropout,
+        gat_heads=cfg.gat_heads,
+        gat_concat=cfg.gat_concat,
+        gat_negative_slope=cfg.gat_negative_slope,
+        shared_towers=cfg.shared_towers,
+        use_gnn=cfg.use_gnn,
+        head=cfg.head,
+        num_nodes=num_nodes,
+        degree_features=cfg.degree_features,
+        prior=cfg.prior,
+        prior_eps=cfg.prior_eps,
+        prior_leave_one_out=cfg.prior_leave_one_out,
+        coexpression=cfg.coexpression,
+    )

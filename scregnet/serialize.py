@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scregnet.config import ModelConfig
-from scregnet.models import ScRegNet
+from scregnet.models import ScRegNet, build_scregnet
 
 WEIGHTS = "model.safetensors"
 INPUTS = "inputs.safetensors"
@@ -25,31 +25,6 @@ CONFIG = "model.json"
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def build_scregnet(
-    num_features: int, embedding: torch.Tensor | None, cfg: ModelConfig, num_nodes: int | None = None
-) -> ScRegNet:
-    return ScRegNet(
-        num_features=num_features,
-        embedding=embedding,
-        gnn=cfg.gnn,
-        gnn_dims=cfg.gnn_dims,
-        mlp_dims=cfg.mlp_dims,
-        dropout=cfg.dropout,
-        gat_heads=cfg.gat_heads,
-        gat_concat=cfg.gat_concat,
-        gat_negative_slope=cfg.gat_negative_slope,
-        shared_towers=cfg.shared_towers,
-        use_gnn=cfg.use_gnn,
-        head=cfg.head,
-        num_nodes=num_nodes,
-        degree_features=cfg.degree_features,
-        prior=cfg.prior,
-        prior_eps=cfg.prior_eps,
-        prior_leave_one_out=cfg.prior_leave_one_out,
-        coexpression=cfg.coexpression,
-    )
 
 
 class ModelBundle:

@@ -22,8 +22,8 @@ from torch.nn import functional as F
 from scregnet.data import GRNDataset
 from scregnet.embeddings.base import GeneEmbedding
 from scregnet.metrics import evaluate_scores
-from scregnet.models import ScRegNet, training_graph
-from scregnet.serialize import ModelBundle, build_scregnet
+from scregnet.models import ScRegNet, build_scregnet, training_graph
+from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,142 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class CheckpointSelector:
+    """The best validation checkpoint so far, and how many evaluations passed without beating it."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.value, self.epoch, self.stale = -np.inf, 0, 0
+        self.state: dict | None = None
+        self.scores: np.ndarray | None = None
+
+    def offer(self, epoch: int, value: float, model: ScRegNet, scores: np.ndarray) -> bool:
+        """Keep a copy of `model` if `value` beats the best so far; True once patience has run out."""
+        if value > self.value:
+            self.value, self.epoch, self.scores, self.stale = value, epoch, scores, 0
+            self.state = copy.deepcopy(model.state_dict())
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: ScRegNet) -> None:
+        """Load the kept checkpoint into `model` (no-op if nothing was evaluated)."""
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+@dataclass
+class _Fit:
+    """The tensors and state of one training run (pairs: int64 [M, 2]; labels: int64 [M])."""
+
+    model: ScRegNet
+    opt: torch.optim.Optimizer
+    x: torch.Tensor  # [N, C] node features
+    edge_index: torch.Tensor  # [2, E'] training-positive graph
+    pairs: torch.Tensor
+    labels: torch.Tensor
+    val_pairs: torch.Tensor
+    val_y: np.ndarray
+    batch: int
+    n_mask: int  # training positives hidden from the graph per epoch (edge_mask_frac)
+    rng: np.random.Generator
+
+
+def _setup(inputs: ModelInputs, split: Split, model_cfg, train_cfg) -> _Fit:
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)
+    device = _device(train_cfg.device)
+    x = torch.from_numpy(inputs.features).to(device)
+    edge_index = training_graph(torch.from_numpy(split.train_positive_edges()), x.shape[0]).to(device)
+    model = build_model(inputs, model_cfg).to(device)
+    model.set_degrees(torch.from_numpy(split.train).to(device))
+    head_decay = train_cfg.head_weight_decay if train_cfg.head_weight_decay is not None else train_cfg.weight_decay
+    params = [
+        {"params": [p for name, p in model.named_parameters() if not name.startswith("head.")]},
+        {"params": list(model.head.parameters()), "weight_decay": head_decay},
+    ]
+    labels = torch.from_numpy(split.train[:, 2]).to(device)
+    n = len(labels)
+    return _Fit(
+        model=model,
+        opt=_optimizer(train_cfg.optimizer, params, train_cfg.lr, train_cfg.weight_decay),
+        x=x,
+        edge_index=edge_index,
+        pairs=torch.from_numpy(split.train[:, :2]).to(device),
+        labels=labels,
+        val_pairs=torch.from_numpy(split.val[:, :2]).to(device),
+        val_y=split.val[:, 2].astype(int),
+        batch=n if not train_cfg.batch_size else min(train_cfg.batch_size, n),
+        n_mask=int(round(train_cfg.edge_mask_frac * int((labels == 1).sum()))),
+        rng=np.random.default_rng(train_cfg.seed),
+    )
+
+
+def _train_epoch(f: _Fit) -> float:
+    """One pass over the training pairs (mini-batches when `batch` < M); returns the mean loss."""
+    f.model.train()
+    n = len(f.pairs)
+    order = f.rng.permutation(n) if f.batch < n else np.arange(n)
+    graph, weight = f.edge_index, None
+    if f.n_mask:
+        # Hide a random subset of training positives from message passing and supervise
+        # positives only there, so a training positive is never scored through its own edge
+        # (held-out positives never are): no train/validation shift in the GNN input.
+        pos_idx = torch.nonzero(f.labels == 1).flatten()
+        perm = pos_idx[torch.from_numpy(f.rng.permutation(len(pos_idx))).to(pos_idx.device)]
+        shown = perm[f.n_mask :]  # the first n_mask positives are hidden from the graph
+        graph = training_graph(f.pairs[shown], f.x.shape[0])
+        weight = torch.ones(n, device=f.labels.device)
+        weight[shown] = 0.0
+    total = 0.0
+    for lo in range(0, n, f.batch):
+        idx = torch.from_numpy(order[lo : lo + f.batch]).to(f.labels.device)
+        f.opt.zero_grad(set_to_none=True)
+        logits = f.model(f.x, graph, f.pairs[idx], f.labels[idx])
+        if weight is None:
+            loss = F.cross_entropy(logits, f.labels[idx])
+        else:
+            w = weight[idx]
+            loss = (F.cross_entropy(logits, f.labels[idx], reduction="none") * w).sum() / w.sum().clamp(min=1)
+        loss.backward()
+        f.opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total / n
+
+
+class _Progress:
+    """INFO lines while training: epoch, loss, validation metric, best so far, elapsed and ETA.
+
+    At most one line per `every` seconds (plus the first evaluation), so long runs stay readable.
+    """
+
+    def __init__(self, max_epochs: int, metric: str, every: float = 10.0):
+        self.max_epochs, self.metric, self.every = max_epochs, metric, every
+        self.start = time.perf_counter()
+        self.last = -np.inf
+
+    def __call__(self, epoch: int, loss: float, value: float, best: float, best_epoch: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every and self.last > -np.inf:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / max(epoch, 1) * (self.max_epochs - epoch)
+        log.info(
+            "epoch %d/%d: loss %.4f, validation %s %.4f (best %.4f at epoch %d); %.0fs elapsed, at most %.0fs to go",
+            epoch,
+            self.max_epochs,
+            loss,
+            self.metric,
+            value,
+            best,
+            best_epoch,
+            elapsed,
+            eta,
+        )
+
+
 def fit(
     inputs: ModelInputs,
     split: Split,
@@ -108,99 +244,31 @@ def fit(
     """
     if len(split.val) == 0:
         raise ValueError("the split has no validation pairs: model selection needs them (test is never used)")
-    if train_cfg.threads:
-        torch.set_num_threads(train_cfg.threads)
-    torch.manual_seed(train_cfg.seed)
-    np_rng = np.random.default_rng(train_cfg.seed)
-    device = _device(train_cfg.device)
     start = time.perf_counter()
-
-    x = torch.from_numpy(inputs.features).to(device)
-    edge_index = training_graph(torch.from_numpy(split.train_positive_edges()), x.shape[0]).to(device)
-    model = build_model(inputs, model_cfg).to(device)
-    model.set_degrees(torch.from_numpy(split.train).to(device))
-    params = [
-        {"params": [p for name, p in model.named_parameters() if not name.startswith("head.")]},
-        {
-            "params": list(model.head.parameters()),
-            "weight_decay": train_cfg.head_weight_decay
-            if train_cfg.head_weight_decay is not None
-            else train_cfg.weight_decay,
-        },
-    ]
-    opt = _optimizer(train_cfg.optimizer, params, train_cfg.lr, train_cfg.weight_decay)
-
-    train_pairs = torch.from_numpy(split.train[:, :2]).to(device)
-    train_y = torch.from_numpy(split.train[:, 2]).to(device)
-    val_pairs = torch.from_numpy(split.val[:, :2]).to(device)
-    n = len(train_pairs)
-    batch = n if not train_cfg.batch_size else min(train_cfg.batch_size, n)
-
-    best_val, best_epoch, best_state, best_scores = -np.inf, 0, None, None
-    val_y = split.val[:, 2].astype(int)
+    f = _setup(inputs, split, model_cfg, train_cfg)
+    selector = CheckpointSelector(train_cfg.patience)
+    progress = _Progress(train_cfg.max_epochs, train_cfg.select_metric)
     history: list[dict[str, float]] = []
-    stale = 0
-    stopped_early = False
-    pos_idx = torch.nonzero(train_y == 1).flatten()
-    n_mask = int(round(train_cfg.edge_mask_frac * len(pos_idx)))
 
     def evaluate_now(epoch: int, record: dict) -> bool:
-        """Validation metrics into `record`; keeps the best checkpoint; True = stop (patience)."""
-        nonlocal best_val, best_epoch, best_scores, best_state, stale
-        model.eval()
-        scores = model.score(x, edge_index, val_pairs).cpu().numpy()
-        metrics = _pooled_metrics(val_y, scores)  # per-TF metrics only for the chosen checkpoint
+        """Validation metrics into `record`; offers the checkpoint; True = stop (patience)."""
+        f.model.eval()
+        scores = f.model.score(f.x, f.edge_index, f.val_pairs).cpu().numpy()
+        metrics = _pooled_metrics(f.val_y, scores)  # per-TF metrics only for the chosen checkpoint
         value = metrics[train_cfg.select_metric]
         record.update({f"val_{k}": metrics[k] for k in ("auroc", "auprc", train_cfg.select_metric)})
-        if value > best_val:
-            best_val, best_epoch, best_scores, stale = value, epoch, scores, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
         history.append(record)
-        log.debug(
-            "epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)",
-            epoch,
-            record["train_loss"],
-            train_cfg.select_metric,
-            value,
-            best_val,
-            best_epoch,
-        )
+        stop = selector.offer(epoch, value, f.model, scores)
+        progress(epoch, record["train_loss"], value, selector.value, selector.epoch)
         if on_eval is not None:
             on_eval(epoch, value)
-        return stale >= train_cfg.patience
+        return stop
 
-    epoch = 0
+    epoch, stopped_early = 0, False
     if train_cfg.eval_at_start:  # the untrained model is a candidate (with a prior: the baseline itself)
         evaluate_now(0, {"epoch": 0, "train_loss": float("nan")})
     for epoch in range(1, train_cfg.max_epochs + 1):
-        model.train()
-        order = np_rng.permutation(n) if batch < n else np.arange(n)
-        graph, weight = edge_index, None
-        if n_mask:
-            # Hide a random subset of training positives from message passing and supervise
-            # positives only there, so a training positive is never scored through its own edge
-            # (held-out positives never are): no train/validation shift in the GNN input.
-            perm = pos_idx[torch.from_numpy(np_rng.permutation(len(pos_idx))).to(device)]
-            shown = perm[n_mask:]  # the first n_mask positives are hidden from the graph
-            graph = training_graph(train_pairs[shown], x.shape[0])
-            weight = torch.ones(n, device=device)
-            weight[shown] = 0.0
-        total = 0.0
-        for lo in range(0, n, batch):
-            idx = torch.from_numpy(order[lo : lo + batch]).to(device)
-            opt.zero_grad(set_to_none=True)
-            logits = model(x, graph, train_pairs[idx], train_y[idx])
-            if weight is None:
-                loss = F.cross_entropy(logits, train_y[idx])
-            else:
-                w = weight[idx]
-                loss = (F.cross_entropy(logits, train_y[idx], reduction="none") * w).sum() / w.sum().clamp(min=1)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        record = {"epoch": epoch, "train_loss": total / n}
+        record = {"epoch": epoch, "train_loss": _train_epoch(f)}
         if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.max_epochs:
             if evaluate_now(epoch, record):
                 stopped_early = True
@@ -209,31 +277,24 @@ def fit(
             history.append(record)
         if on_progress is not None:
             on_progress(epoch, train_cfg.max_epochs)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    selector.restore(f.model)
     best_metrics = {}
-    if best_scores is not None:
-        best_metrics = evaluate_scores(split.val, best_scores)
+    if selector.scores is not None:
+        best_metrics = evaluate_scores(split.val, selector.scores)
         best_metrics["auroc_auprc"] = (best_metrics["auroc"] + best_metrics["auprc"]) / 2
+    seconds = time.perf_counter() - start
     log.info(
         "trained %d epochs in %.1fs; best validation %s %.4f at epoch %d%s",
         epoch,
-        time.perf_counter() - start,
+        seconds,
         train_cfg.select_metric,
-        best_val,
-        best_epoch,
+        selector.value,
+        selector.epoch,
         " (early stop)" if stopped_early else "",
     )
-    model.eval()
+    f.model.eval()
     return TrainResult(
-        model,
-        edge_index,
-        best_epoch,
-        float(best_val),
-        best_metrics,
-        history,
-        time.perf_counter() - start,
-        stopped_early,
+        f.model, f.edge_index, selector.epoch, float(selector.value), best_metrics, history, seconds, stopped_early
     )
 
 

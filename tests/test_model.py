@@ -110,7 +110,7 @@ def test_coexpression_input_is_pearson_r():
 
 
 def test_bundle_round_trip_with_prior_and_coexpression(tmp_path):
-    from scregnet.serialize import build_scregnet
+    from scregnet.models import build_scregnet
 
     cfg = ModelConfig(gnn_dims=[8], mlp_dims=[4], prior="label_count", coexpression=True, head="interaction")
     train = _toy_pairs()

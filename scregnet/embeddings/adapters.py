@@ -10,7 +10,7 @@ Formats (`load_precomputed(path, format, gene_index)`):
   read with `torch.load(..., weights_only=True)` only.
 - "ensembl_csv": CSV/TSV indexed by Ensembl ID, one column per dimension (Geneformer's gene
   embedding output; `<cls>`/`<eos>` rows dropped) + `gene_index` = a symbol <-> Ensembl table.
-- "table": CSV/TSV/parquet indexed by symbol (delegated to `simple.read_table_embedding`).
+- "table": CSV/TSV/parquet indexed by symbol (`read_table_embedding`).
 - "auto": .pt/.pth -> torch; .csv/.tsv/.txt/.parquet (optionally .gz) -> table.
 
 The .npy readers memory-map the array and average it in chunks of cells (float64 sums), so a
@@ -293,6 +293,30 @@ def read_ensembl_csv(path: Path, mapping: Path | None, *, genes: Collection[str]
     )
 
 
+def read_table_embedding(path: Path) -> GeneEmbedding:
+    """CSV / TSV / parquet indexed by gene symbol (first column), one column per dimension."""
+    import pandas as pd
+
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        df = pd.read_parquet(path)
+        if df.index.dtype.kind in "iu" and df.shape[1] and df[df.columns[0]].dtype == object:
+            df = df.set_index(df.columns[0])
+    else:
+        from scregnet.data import read_table
+
+        df = read_table(path, index_col=0)
+    try:
+        values = df.to_numpy(dtype=np.float32)
+    except ValueError as exc:
+        raise DataError(f"embedding table must be gene symbol + numeric columns ({exc})", path) from exc
+    if not np.isfinite(values).all():
+        r = int(np.argwhere(~np.isfinite(values))[0][0])
+        raise DataError(f"row {r + 2} (gene {df.index[r]!r}): non-finite embedding value", path)
+    genes = [str(g).upper() for g in df.index]
+    return GeneEmbedding(genes, values, {"embedder": "precomputed", "path": str(path), "format": "table"})
+
+
 def detect_format(path: Path) -> str:
     name = Path(path).name.lower().removesuffix(".gz")
     if name.endswith((".pt", ".pth")):
@@ -334,8 +358,6 @@ def load_precomputed(
     elif fmt == "ensembl_csv":
         emb = read_ensembl_csv(path, gene_index, genes=genes)
     elif fmt == "table":
-        from scregnet.embeddings.simple import read_table_embedding
-
         emb = read_table_embedding(path)
         if genes is not None:
             want = {str(g).upper() for g in genes}

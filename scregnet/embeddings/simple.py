@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scregnet.embeddings.adapters import load_precomputed
 from scregnet.embeddings.base import GeneEmbedding
 from scregnet.errors import DataError
 
@@ -52,30 +53,6 @@ class PCAEmbedder:
         )
 
 
-def read_table_embedding(path: Path) -> GeneEmbedding:
-    """CSV / TSV / parquet indexed by gene symbol (first column), one column per dimension."""
-    import pandas as pd
-
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        df = pd.read_parquet(path)
-        if df.index.dtype.kind in "iu" and df.shape[1] and df[df.columns[0]].dtype == object:
-            df = df.set_index(df.columns[0])
-    else:
-        from scregnet.data import read_table
-
-        df = read_table(path, index_col=0)
-    try:
-        values = df.to_numpy(dtype=np.float32)
-    except ValueError as exc:
-        raise DataError(f"embedding table must be gene symbol + numeric columns ({exc})", path) from exc
-    if not np.isfinite(values).all():
-        r = int(np.argwhere(~np.isfinite(values))[0][0])
-        raise DataError(f"row {r + 2} (gene {df.index[r]!r}): non-finite embedding value", path)
-    genes = [str(g).upper() for g in df.index]
-    return GeneEmbedding(genes, values, {"embedder": "precomputed", "path": str(path), "format": "table"})
-
-
 class PrecomputedEmbedder:
     """Gene -> vector from a file: a table (csv/tsv/parquet), a torch dict, or a model's native output."""
 
@@ -93,12 +70,7 @@ class PrecomputedEmbedder:
         if fmt == "auto":
             suffix = self.path.name.lower().removesuffix(".gz")
             fmt = "torch" if suffix.endswith((".pt", ".pth")) else "table"
-        if fmt == "table":
-            emb = read_table_embedding(self.path)
-        else:
-            from scregnet.embeddings.adapters import load_precomputed
-
-            emb = load_precomputed(self.path, fmt, self.gene_index)
+        emb = load_precomputed(self.path, fmt, self.gene_index)
         emb.metadata.setdefault("embedder", "precomputed")
         emb.metadata["format"] = fmt
         if adata is not None:

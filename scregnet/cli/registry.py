@@ -1,0 +1,144 @@
+"""Registry commands: `promote`, `rollback`, `predict`, `compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from scregnet.cli._common import fail, load, write_text
+
+
+def _model_name(dataset: str) -> str:
+    from scregnet import registry
+    from scregnet.config import RegistryConfig
+
+    return registry.model_name(RegistryConfig().model_prefix, dataset)
+
+
+def _no_such_model(exc: Exception) -> bool:
+    text = str(exc)
+    return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower()
+
+
+@click.command()
+@click.option("--dataset", required=True, help="Dataset name, e.g. hESC/TFs500 or synthetic.")
+@click.option("--version", required=True, help="Registered version to make champion.")
+def promote(dataset, version) -> None:
+    """Make a registered version the champion (MLflow alias and ZenML stage together)."""
+    from pipelines.promotion import manual_promote
+
+    name = _model_name(dataset)
+    try:
+        manual_promote(name, str(version))
+    except Exception as exc:
+        if _no_such_model(exc):
+            fail(f"{name} has no version {version} (see `scregnet compare` or the MLflow UI for its versions)", 1)
+        raise
+    click.echo(f"{name}: champion -> version {version}")
+
+
+@click.command()
+@click.option("--dataset", required=True, help="Dataset name, e.g. hESC/TFs500 or synthetic.")
+def rollback(dataset) -> None:
+    """Move champion back to the previous champion (MLflow alias and ZenML stage together)."""
+    from pipelines.promotion import manual_rollback
+
+    name = _model_name(dataset)
+    try:
+        version = manual_rollback(name)
+    except ValueError as exc:
+        fail(str(exc), 1)
+    except Exception as exc:
+        if _no_such_model(exc):
+            fail(f"{name}: no registered model of that name (train one first: `scregnet train ...`)", 1)
+        raise
+    click.echo(f"{name}: champion -> version {version}")
+
+
+@click.command()
+@click.option("--dataset", required=True, help="Dataset name, e.g. hESC/TFs500 or synthetic.")
+@click.option(
+    "--model",
+    "model",
+    default="champion",
+    show_default=True,
+    help="Registry alias (champion, challenger) or a version.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Ranked network: .csv, .tsv, .parquet or .graphml."
+)
+@click.option(
+    "--tfs",
+    "tfs_file",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="TF list (TF.csv, a table with a tf column, or one symbol per line); default: the model's TFs.",
+)
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Keep only the N best-scored pairs.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=None, help="Keep only pairs scoring at least this.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Run config (its tracking URI and registry prefix are used).",
+)
+@click.option("--tracking-uri", default=None, help="MLflow tracking server (default: config, env, $SCREGNET_HOME).")
+def predict(dataset, model, out, tfs_file, top, min_score, config_file, tracking_uri) -> None:
+    """Score every TF x gene pair with a registered model and write a ranked network."""
+    from scregnet.predict import OUTPUT_SUFFIXES, read_tf_list
+    from scregnet.predict import predict as run_predict
+
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        fail(f"--out: use one of {', '.join(OUTPUT_SUFFIXES)}", 2)
+    config = load(config_file, **{"tracking.tracking_uri": tracking_uri})
+    tfs = read_tf_list(tfs_file) if tfs_file else None
+    try:
+        path, frame, loaded = run_predict(dataset, out, model, config, tfs=tfs, top=top, min_score=min_score)
+    except KeyError as exc:
+        fail(f"{dataset}: {exc.args[0] if exc.args else exc}", 1)
+    except Exception as exc:
+        if _no_such_model(exc):
+            fail(f"{dataset}: no registered model {model!r} ({exc})", 1)
+        raise
+    n_tfs = frame["tf"].nunique() if len(frame) else 0
+    click.echo(f"{loaded.name} version {loaded.version}: {len(frame)} pairs ({n_tfs} TFs) -> {path}")
+
+
+@click.command()
+@click.option("--dataset", default=None, help="Filter: tag dataset (e.g. mDC/TFs500).")
+@click.option("--protocol", default=None, help="Filter: tag protocol.")
+@click.option("--experiment", default=None, help="MLflow experiment (default: all).")
+@click.option("--tag", "tags", multiple=True, help="Extra filter KEY=VALUE on run tags (repeatable).")
+@click.option(
+    "--by", default="dataset,protocol,embedder,gnn", show_default=True, help="Grouping tags, comma-separated."
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table as markdown.")
+@click.option("--ui-help", is_flag=True, default=False, help="Print how to build the same view in the MLflow UI.")
+def compare(dataset, protocol, experiment, tags, by, out, ui_help) -> None:
+    """Runs in the MLflow store, grouped by tags: model vs trivial baselines on test, mean ± std."""
+    from scregnet.compare import UI_HELP
+    from scregnet.compare import compare as run_compare
+
+    extra = {}
+    for t in tags:
+        if "=" not in t:
+            fail(f"--tag {t!r}: expected KEY=VALUE", 2)
+        k, v = t.split("=", 1)
+        extra[k] = v
+    groups, table = run_compare(
+        experiment=experiment,
+        dataset=dataset,
+        protocol=protocol,
+        tags=extra,
+        by=tuple(b.strip() for b in by.split(",") if b.strip()),
+    )
+    click.echo(table if groups else "no finished runs with test metrics match")
+    if out is not None:
+        click.echo(f"wrote {write_text(out, table)}")
+    if ui_help:
+        click.echo(UI_HELP)
+
+
+COMMANDS = (promote, rollback, predict, compare)
