@@ -30,6 +30,14 @@ class DataConfig(_Section):
     path: Path | None = None
     h5ad: Path | None = None
     priors: list[Path] = Field(default_factory=list)
+    # How prior files are read (scregnet.priors): auto-detected or forced format; the TF of
+    # single-TF files (ChIP-Atlas) when neither header nor file name gives it; pairs with a
+    # score below `prior_min_score` dropped.
+    prior_format: Literal["auto", "pairs", "gmt", "chip-atlas"] = "auto"
+    prior_tf: str | None = None
+    prior_min_score: float | None = None
+    # var column with gene symbols (h5ad whose var_names are Ensembl IDs; scregnet.genes).
+    gene_symbols: str | None = None
     name: str | None = None  # dataset name used in the registry; derived from the path if unset
     min_cells: int = 10
     min_genes: int = 20
@@ -47,7 +55,9 @@ class DataConfig(_Section):
         if self.path is not None and self.h5ad is not None:
             raise ValueError("data: give either 'path' (BEELINE directory) or 'h5ad' (+ 'priors'), not both")
         if self.h5ad is not None and not self.priors:
-            raise ValueError("data: 'h5ad' needs at least one 'priors' table (CSV/TSV with tf,target columns)")
+            raise ValueError(
+                "data: 'h5ad' needs at least one 'priors' file (CSV/TSV with tf,target columns, GMT or ChIP-Atlas)"
+            )
         return self
 
 

@@ -3,8 +3,8 @@
 Two sources:
 - a BEELINE-layout directory (`BL--ExpressionData.csv[.gz]` genes x cells, `Target.csv`,
   `TF.csv`, `Label.csv`; see ../shared/beeline/README.md);
-- an AnnData `.h5ad` (cells x genes, `var_names` = gene symbols) plus one or more priors
-  tables (CSV/TSV with `tf,target` or BEELINE's `Gene1,Gene2` columns).
+- an AnnData `.h5ad` (cells x genes; gene names harmonised by `scregnet.genes`) plus one or
+  more prior files (pairs CSV/TSV, GMT, ChIP-Atlas; read by `scregnet.priors`).
 
 The dataset keeps AnnData conventions: `adata` is cells x genes, `var_names` are upper-case
 gene symbols. Priors (TF -> target symbols) stay as a table until
@@ -24,11 +24,10 @@ import pandas as pd
 
 from scregnet.errors import DataError, ExpressionMissingError
 
+# Prior files are read by scregnet.priors; `read_priors` and the aliases stay importable from here.
+from scregnet.priors import PRIOR_COLUMN_ALIASES, read_prior_file, read_prior_files, read_priors  # noqa: F401
+
 EXPRESSION_FILE = "BL--ExpressionData.csv"
-PRIOR_COLUMN_ALIASES = {
-    "tf": ("tf", "gene1", "source", "regulator"),
-    "target": ("target", "gene2", "gene"),
-}
 
 
 @dataclass
@@ -56,7 +55,7 @@ class GRNDataset:
 
     name: str
     adata: object  # anndata.AnnData; typed loosely so importing this module stays cheap
-    priors: pd.DataFrame  # columns: tf, target, source
+    priors: pd.DataFrame  # columns: tf, target, score, source, line (see scregnet.priors)
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -104,9 +103,18 @@ class GRNDataset:
         return cls(
             name=str(adata.uns.get("dataset", "dataset")),
             adata=adata,
-            priors=priors.astype(str).reset_index(drop=True),
+            priors=_prior_columns_as_str(priors),
             sources=dict(adata.uns.get("sources", {})),
         )
+
+
+def _prior_columns_as_str(priors: pd.DataFrame) -> pd.DataFrame:
+    """Names as str (artifact round trips may bring categoricals); score and line stay numeric."""
+    out = priors.reset_index(drop=True).copy()
+    for col in out.columns:
+        if col not in ("score", "line"):
+            out[col] = out[col].astype(str)
+    return out
 
 
 def label_graph_from_symbols(genes: list[str], priors: pd.DataFrame) -> LabelGraph:
@@ -223,7 +231,9 @@ def load_beeline_labels(directory: str | Path) -> tuple[list[str], list[str], pd
         {
             "tf": [genes[int(i)] for i in label["TF"]],
             "target": [genes[int(i)] for i in label["Target"]],
+            "score": np.nan,
             "source": str(paths["Label.csv"]),
+            "line": np.arange(len(label), dtype=np.int64) + 2,  # header = line 1
         }
     )
     return genes, tfs, priors
@@ -288,37 +298,14 @@ def load_beeline(directory: str | Path, name: str | None = None) -> GRNDataset:
     )
 
 
-def read_priors(path: str | Path) -> pd.DataFrame:
-    """A priors table (CSV/TSV; `tf,target` or `Gene1,Gene2`; optional score) -> tf, target, source."""
-    path = Path(path)
-    df = read_table(path, index_col=None)
-    lower = {str(c).strip().lower(): c for c in df.columns}
-    chosen = {}
-    for role, aliases in PRIOR_COLUMN_ALIASES.items():
-        col = next((lower[a] for a in aliases if a in lower), None)
-        if col is None:
-            raise DataError(
-                f"no {role} column; expected a header with 'tf,target' or 'Gene1,Gene2', found {list(df.columns)}",
-                path,
-            )
-        chosen[role] = col
-    out = pd.DataFrame(
-        {
-            "tf": df[chosen["tf"]].astype(str).str.strip().str.upper(),
-            "target": df[chosen["target"]].astype(str).str.strip().str.upper(),
-        }
-    )
-    empty = (out["tf"].isin(["", "NAN"])) | (out["target"].isin(["", "NAN"]))
-    if empty.any():
-        row = int(np.flatnonzero(empty.to_numpy())[0])
-        raise DataError(f"row {row + 2}: empty TF or target gene name", path)
-    out["source"] = str(path)
-    return out
+def read_h5ad(h5ad: str | Path, symbols_column: str | None = None):
+    """An `.h5ad` file as AnnData (cells x genes) with harmonised gene names (`scregnet.genes`).
 
-
-def read_h5ad(h5ad: str | Path):
-    """An `.h5ad` file as AnnData (cells x genes, var_names upper-cased); clear errors for bad files."""
+    The harmonisation report is kept in `uns["gene_harmonization"]` so validation can show it.
+    """
     import anndata as ad
+
+    from scregnet.genes import harmonize_genes
 
     h5ad = Path(h5ad)
     if not h5ad.is_file():
@@ -329,17 +316,31 @@ def read_h5ad(h5ad: str | Path):
         raise DataError(
             f"cannot read as .h5ad ({type(exc).__name__}: {exc}); the file looks truncated or corrupt", h5ad
         ) from exc
-    adata.var_names = [str(g).upper() for g in adata.var_names]
+    adata, report = harmonize_genes(adata, symbols_column=symbols_column, source=h5ad)
+    # Kept with the expression (h5ad-writable: no None) so validation can report it as warnings.
+    adata.uns["gene_harmonization"] = {k: v for k, v in report.items() if v is not None}
     return adata
 
 
-def load_h5ad(h5ad: str | Path, priors: list[str | Path], name: str | None = None) -> GRNDataset:
-    """AnnData (cells x genes) + priors tables -> GRNDataset."""
+def load_h5ad(
+    h5ad: str | Path,
+    priors: list[str | Path],
+    name: str | None = None,
+    *,
+    symbols_column: str | None = None,
+    prior_format: str = "auto",
+    prior_tf: str | None = None,
+    prior_min_score: float | None = None,
+) -> GRNDataset:
+    """AnnData (cells x genes) + prior files -> GRNDataset; gene names harmonised (`scregnet.genes`)."""
+    from scregnet.genes import canonicalize_priors, gene_aliases
+
     h5ad = Path(h5ad)
-    adata = read_h5ad(h5ad)
+    adata = read_h5ad(h5ad, symbols_column)
     if not priors:
-        raise DataError("no priors table given; pass --priors FILE (CSV/TSV with tf,target columns)")
-    table = pd.concat([read_priors(p) for p in priors], ignore_index=True)
+        raise DataError("no priors given; pass --priors FILE (CSV/TSV with tf,target columns, GMT or ChIP-Atlas)")
+    table = read_prior_files(priors, format=prior_format, tf=prior_tf, min_score=prior_min_score)
+    table = canonicalize_priors(table, gene_aliases(adata))  # priors naming Ensembl IDs meet symbols
     return GRNDataset(
         name=name or h5ad.stem,
         adata=adata,
@@ -381,18 +382,33 @@ def check_inputs(config) -> None:
             raise DataError("priors file not found", path)
 
 
+def _prior_options(config) -> dict:
+    """`read_prior_file` options of a DataConfig (absent fields: defaults)."""
+    return {
+        "format": config.prior_format,
+        "tf": config.prior_tf,
+        "min_score": config.prior_min_score,
+    }
+
+
 def load_dataset(config) -> GRNDataset:
     """From a `DataConfig`: BEELINE directory, or h5ad + priors."""
     if config.path is not None:
         ds = load_beeline(config.path, name=dataset_name_of(config))
         if config.priors:  # extra priors on top of Label.csv (or instead of it: replace_labels)
-            extra = pd.concat([read_priors(p) for p in config.priors], ignore_index=True)
-            if getattr(config, "replace_labels", False):
+            extra = read_prior_files(config.priors, **_prior_options(config))
+            if config.replace_labels:
                 ds.priors = extra
                 ds.sources["labels"] = ",".join(str(p) for p in config.priors)
             else:
                 ds.priors = pd.concat([ds.priors, extra], ignore_index=True)
         return ds
     if config.h5ad is not None:
-        return load_h5ad(config.h5ad, config.priors, name=dataset_name_of(config))
+        return load_h5ad(
+            config.h5ad,
+            config.priors,
+            name=dataset_name_of(config),
+            symbols_column=config.gene_symbols,
+            **{f"prior_{k}": v for k, v in _prior_options(config).items()},
+        )
     raise DataError("no input: set data.path (BEELINE directory) or data.h5ad + data.priors in the config")

@@ -62,9 +62,12 @@ def _prior_frame(dataset: GRNDataset) -> pd.DataFrame:
     genes = set(map(str, dataset.adata.var_names))
     p = dataset.priors.reset_index(drop=True)
     source = p["source"].astype(str) if "source" in p else pd.Series(["priors"] * len(p))
+    row = source.groupby(source).cumcount() + 2  # line in its own file (header = 1)
+    if "line" in p:  # readers record each pair's line (GMT lines hold many pairs; filters skip rows)
+        row = pd.to_numeric(p["line"], errors="coerce").fillna(row)
     return pd.DataFrame(
         {
-            "row": source.groupby(source).cumcount().to_numpy() + 2,  # line in its own file (header = 1)
+            "row": row.astype(np.int64).to_numpy(),
             "edge": p["tf"].astype(str) + "->" + p["target"].astype(str),
             "tf": p["tf"].astype(str),
             "target": p["target"].astype(str),
@@ -169,6 +172,18 @@ def validate_dataset(
                 f"{expr_file}: {len(bad)} gene(s) have {what} expression values, e.g. {examples}; "
                 "expected finite, non-negative values"
             )
+    genes_report = dataset.adata.uns.get("gene_harmonization", {})  # written by load_h5ad (scregnet.genes)
+    if genes_report.get("merged_genes", 0):
+        report.warnings.append(
+            f"{expr_file}: {genes_report['merged_genes']} gene(s) were duplicated after mapping identifiers "
+            f"({genes_report['merged_columns']} columns) and are merged by rule '{genes_report['merge_rule']}', "
+            f"e.g. {list(genes_report.get('merged_examples', []))[:3]}"
+        )
+    if genes_report.get("unmapped", 0):
+        report.warnings.append(
+            f"{expr_file}: {genes_report['unmapped']} gene(s) have no symbol in var['{genes_report['symbols_column']}'] "
+            f"and keep their Ensembl ID, e.g. {list(genes_report.get('unmapped_examples', []))[:3]}"
+        )
     cells = pd.Series([str(c) for c in dataset.adata.obs_names])
     if cells.duplicated().any():
         report.problems.append(

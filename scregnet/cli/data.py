@@ -101,7 +101,7 @@ def embed(data, h5ad, model, dictionaries, layer, transform, device, precision, 
         fail("give exactly one of --data DIR or --h5ad FILE", 2)
     if out.suffix.lower() not in (".csv", ".parquet"):
         fail("--out: use a .csv or .parquet file", 2)
-    adata = load_beeline(data).adata if data is not None else read_h5ad(h5ad)
+    adata = load_beeline(data).adata if data is not None else read_h5ad(h5ad)  # names harmonised
     geneformer = GeneformerConfig(
         model=model,
         dictionaries=dictionaries,
