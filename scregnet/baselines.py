@@ -35,6 +35,7 @@ def baseline_scores(name: str, train: np.ndarray, pairs: np.ndarray, n_genes: in
 
 
 def evaluate_baselines(train: np.ndarray, pairs: np.ndarray, n_genes: int) -> dict[str, dict[str, float]]:
+    """Metrics of every trivial baseline on labelled `pairs` [n, 3], from the training pairs [m, 3]."""
     from scregnet.metrics import evaluate_scores
 
     return {b: evaluate_scores(pairs, baseline_scores(b, train, pairs, n_genes)) for b in BASELINES}

@@ -27,6 +27,8 @@ from scregnet.train import ModelInputs
 
 @dataclass
 class BenchmarkSpec:
+    """What to run: datasets x embedders x seeds under one protocol and base config."""
+
     data: list[Path]
     seeds: int = 5
     protocol: str = "genelink"
@@ -40,6 +42,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def run_benchmark(spec: BenchmarkSpec, log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate every (dataset, embedder, seed); returns results with means, stds and per-seed rows."""
     base = spec.config or RunConfig()
     results, skipped = [], []
     for directory in spec.data:
@@ -128,6 +131,7 @@ def markdown_table(report: dict) -> str:
 
 
 def write_report(report: dict, out: Path, command: str | None = None) -> tuple[Path, Path]:
+    """Write the JSON report and a markdown table beside it; returns both paths."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

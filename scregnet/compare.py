@@ -21,12 +21,15 @@ SOURCES = ("model",) + BASELINES
 
 @dataclass
 class Group:
+    """Runs sharing the grouping tags, with each scorer's per-run test metrics."""
+
     key: tuple[str, ...]
     n: int
     seeds: list[str]
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # source -> metric -> per-run
 
     def stat(self, source: str, metric: str) -> tuple[float, float, int]:
+        """(mean, std, n) of `source`'s `metric` over the group's runs (non-finite values left out)."""
         vals = [v for v in self.values.get(source, {}).get(metric, []) if v is not None and np.isfinite(v)]
         if not vals:
             return float("nan"), float("nan"), 0
@@ -75,6 +78,7 @@ def fetch_runs(
 
 
 def group_runs(runs, by: tuple[str, ...] = GROUP_BY) -> list[Group]:
+    """Runs grouped by the tags in `by`, sorted by group key."""
     groups: dict[tuple[str, ...], Group] = {}
     for r in runs:
         key = tuple(r.data.tags.get(k, "-") for k in by)

@@ -62,6 +62,8 @@ class DataConfig(_Section):
 
 
 class SplitConfig(_Section):
+    """How (TF, target) pairs are cut into train / validation / test (scregnet.splits)."""
+
     protocol: Protocol = "genelink"
     seed: int = 0
     train_frac: float = 0.67
@@ -77,6 +79,8 @@ class SplitConfig(_Section):
 
 
 class GeneformerConfig(_Section):
+    """Geneformer checkpoint, dictionaries and extraction settings (docs/geneformer.md)."""
+
     model: str | None = None  # local directory or hub id
     dictionaries: Path | None = None  # directory with token/median/mapping dictionaries
     version: Literal["auto", "v1", "v2"] = "auto"
@@ -92,6 +96,8 @@ class GeneformerConfig(_Section):
 
 
 class EmbedderConfig(_Section):
+    """Which gene embedding joins the GNN output (none, pca, precomputed file, geneformer)."""
+
     kind: EmbedderKind = "none"
     dim: int = 64  # pca components
     path: Path | None = None  # precomputed table (csv, tsv, parquet, .pt dict, .npy adapters)
@@ -101,6 +107,8 @@ class EmbedderConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """The scRegNet architecture: GNN, towers, link head and the label_count prior."""
+
     gnn: GnnKind = "gcn"
     gnn_dims: list[int] = Field(default_factory=lambda: [128, 64])
     mlp_dims: list[int] = Field(default_factory=lambda: [64])
@@ -130,6 +138,8 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
+    """Optimiser, epochs, early stopping and checkpoint selection (validation only)."""
+
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
     lr: float = 3e-3
     weight_decay: float = 1e-5
@@ -156,6 +166,8 @@ class TrainConfig(_Section):
 
 
 class RegistryConfig(_Section):
+    """Model registry: name prefix and the promotion gate."""
+
     model_prefix: str = "scregnet"
     promotion_metric: Literal["auroc", "auprc"] = "auprc"
     promotion_margin: float = 0.0  # challenger must beat champion by more than this
@@ -163,6 +175,8 @@ class RegistryConfig(_Section):
 
 
 class TrackingConfig(_Section):
+    """MLflow tracking server and experiment."""
+
     experiment: str = "scregnet"
     tracking_uri: str | None = None  # None: sqlite at $SCREGNET_HOME/mlflow.db
 
@@ -194,6 +208,8 @@ class TuneConfig(_Section):
 
 
 class RunConfig(_Section):
+    """Everything one run needs, from YAML to every step."""
+
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)

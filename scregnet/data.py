@@ -46,6 +46,7 @@ class LabelGraph:
 
     @property
     def n_genes(self) -> int:
+        """Number of genes (nodes)."""
         return len(self.genes)
 
 
@@ -60,6 +61,7 @@ class GRNDataset:
 
     @property
     def genes(self) -> list[str]:
+        """Gene symbols in expression order (the nodes)."""
         return list(self.adata.var_names)
 
     @property
@@ -81,18 +83,21 @@ class GRNDataset:
         return ((x - mean) / std).astype(np.float32)
 
     def expression_hash(self) -> str:
+        """sha256 of the gene names and the expression values (the embed step's cache key)."""
         h = hashlib.sha256()
         h.update("\n".join(self.adata.var_names).encode())
         h.update(np.ascontiguousarray(_dense(self.adata.X), dtype=np.float32).tobytes())
         return h.hexdigest()
 
     def priors_hash(self) -> str:
+        """sha256 of the sorted (tf, target) prior pairs."""
         table = self.priors[["tf", "target"]].sort_values(["tf", "target"]).to_csv(index=False)
         return hashlib.sha256(table.encode()).hexdigest()
 
     # Pipeline artifacts: expression (AnnData, name and sources in `uns`) and priors travel
     # separately, so a change of priors leaves the expression artifact's content unchanged.
     def expression(self):
+        """The expression as an AnnData artifact, with the dataset name and sources in `uns`."""
         adata = self.adata.copy()
         adata.uns["dataset"] = self.name
         adata.uns["sources"] = dict(self.sources)
@@ -100,6 +105,7 @@ class GRNDataset:
 
     @classmethod
     def from_parts(cls, adata, priors: pd.DataFrame) -> GRNDataset:
+        """A dataset from the pipeline's expression and priors artifacts."""
         return cls(
             name=str(adata.uns.get("dataset", "dataset")),
             adata=adata,
@@ -118,6 +124,7 @@ def _prior_columns_as_str(priors: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_graph_from_symbols(genes: list[str], priors: pd.DataFrame) -> LabelGraph:
+    """Prior pairs (symbols) -> a LabelGraph over `genes` (unmeasured genes and self loops dropped)."""
     index = {g: i for i, g in enumerate(genes)}
     tf = priors["tf"].map(index)
     tg = priors["target"].map(index)

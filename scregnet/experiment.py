@@ -59,6 +59,8 @@ def evaluate(model: ModelBundle, split: Split) -> Evaluation:
 
 @dataclass
 class ExperimentResult:
+    """One seed's split, training result, model bundle and evaluation."""
+
     split: Split
     train: TrainResult
     model: ModelBundle

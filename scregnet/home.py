@@ -11,14 +11,17 @@ from pathlib import Path
 
 
 def home() -> Path:
+    """$SCREGNET_HOME (default ./.scregnet), resolved."""
     return Path(os.environ.get("SCREGNET_HOME", ".scregnet")).expanduser().resolve()
 
 
 def mlflow_db() -> Path:
+    """The local MLflow sqlite database."""
     return home() / "mlflow.db"
 
 
 def default_tracking_uri() -> str:
+    """sqlite URI of the local MLflow database."""
     return f"sqlite:///{mlflow_db()}"
 
 

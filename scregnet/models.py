@@ -61,6 +61,7 @@ class GNNEncoder(nn.Module):
         self.out_dim = width
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """Node representations [N, dims[-1]] from features x [N, C] over edge_index [2, E']."""
         for i, layer in enumerate(self.layers):
             x = layer(x, edge_index)
             if i < len(self.layers) - 1:
@@ -241,6 +242,7 @@ class ScRegNet(nn.Module):
 
     @torch.no_grad()
     def score(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:
+        """P(edge) [B] for pairs [B, 2] (no gradients)."""
         return torch.softmax(self.forward(x, edge_index, pairs), dim=1)[:, 1]
 
 

@@ -40,6 +40,7 @@ def roc_pr_figure(pairs: np.ndarray, model_scores: np.ndarray, baseline_scores: 
 def training_curves_figure(
     history: list[dict[str, float]], select_metric: str = "auprc", best_epoch: int | None = None
 ):
+    """Train loss and validation metrics by epoch, with the selected checkpoint marked."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], color="black", label="train loss")
@@ -73,6 +74,7 @@ def per_tf_figure(table, baseline_tables: dict | None = None):
 
 
 def figure_png_base64(fig) -> str:
+    """A figure as base64 PNG (for self-contained HTML); closes the figure."""
     import base64
     import io
 

@@ -24,6 +24,8 @@ OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".graphml")
 
 @dataclass
 class LoadedModel:
+    """A registered model version and its bundle."""
+
     name: str
     version: str
     bundle: ModelBundle
@@ -40,6 +42,7 @@ def resolve_version(name: str, model: str = "champion", config=None) -> str:
 
 
 def load_model(dataset: str, model: str = "champion", config=None, prefix: str | None = None) -> LoadedModel:
+    """Download a registered version (alias or number) of a dataset's model and read its bundle."""
     from scregnet.config import RegistryConfig
 
     prefix = prefix or (config.registry.model_prefix if config is not None else RegistryConfig().model_prefix)
@@ -122,6 +125,7 @@ def predict(
     top: int | None = None,
     min_score: float | None = None,
 ) -> tuple[Path, pd.DataFrame, LoadedModel]:
+    """Score every (TF, gene) pair with a registered model and write the ranked network to `out`."""
     loaded = load_model(dataset, model, config)
     frame = score_all_pairs(loaded.bundle, tfs)
     if min_score is not None:

@@ -20,12 +20,16 @@ from mlflow.models import set_model
 
 
 class ScRegNetPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: scores a table of (tf, target) pairs with the bundled model."""
+
     def load_context(self, context) -> None:
+        """Read the bundle from the model's artifacts (checksums verified)."""
         from scregnet.serialize import ModelBundle
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Scores of the input pairs; bad input raises INVALID_PARAMETER_VALUE (HTTP 400)."""
         cols = {str(c).lower(): c for c in model_input.columns}
         tf_col = cols.get("tf") or cols.get("gene1")
         target_col = cols.get("target") or cols.get("gene2")

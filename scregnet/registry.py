@@ -75,6 +75,8 @@ def _signature():
 
 @dataclass
 class Decision:
+    """A promotion decision and the numbers behind it."""
+
     name: str
     version: str
     promoted: bool
@@ -85,6 +87,7 @@ class Decision:
     champion_value: float | None = None
 
     def as_dict(self) -> dict:
+        """The decision as a JSON-able dict."""
         return asdict(self)
 
 

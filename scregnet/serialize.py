@@ -44,6 +44,7 @@ class ModelBundle:
 
     @property
     def config(self) -> ModelConfig:
+        """The bundle's ModelConfig."""
         return ModelConfig.model_validate(self.meta["model"])
 
     def score_indices(self, pairs: np.ndarray) -> np.ndarray:
@@ -53,6 +54,7 @@ class ModelBundle:
         return self.model.score(self.features.to(dev), self.edge_index, p.to(dev)).cpu().numpy()
 
     def score_symbols(self, tfs: list[str], targets: list[str]) -> np.ndarray:
+        """P(edge) for pairs of gene symbols; KeyError naming genes the model does not know."""
         unknown = sorted({str(g).upper() for g in list(tfs) + list(targets)} - set(self.index))
         if unknown:
             raise KeyError(f"genes not in the model's gene set: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
@@ -62,6 +64,7 @@ class ModelBundle:
         return self.score_indices(pairs)
 
     def save(self, directory: str | Path) -> Path:
+        """Write weights, inputs (safetensors) and model.json with checksums into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}

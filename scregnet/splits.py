@@ -39,9 +39,11 @@ class Split:
     seed: int | None = None
 
     def part(self, name: str) -> np.ndarray:
+        """The labelled pairs of `name` (train, val or test)."""
         return getattr(self, name)
 
     def sizes(self) -> dict[str, int]:
+        """Number of pairs per part."""
         return {p: int(len(self.part(p))) for p in PARTS}
 
     def train_positive_edges(self) -> np.ndarray:
@@ -58,6 +60,7 @@ class Split:
         return h.hexdigest()
 
     def save(self, directory: str | Path) -> None:
+        """Write the parts as GENELink-format CSVs (Train_set.csv, ...)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for part, fname in SPLIT_FILES.items():
@@ -81,6 +84,7 @@ def _stack(chunks: list[np.ndarray]) -> np.ndarray:
 
 
 def positives_by_tf(graph: LabelGraph) -> dict[int, np.ndarray]:
+    """Sorted positive targets of each TF with at least one."""
     edges = graph.edges
     return {int(t): np.sort(edges[edges[:, 0] == t, 1]) for t in graph.tf_index}
 

@@ -48,6 +48,7 @@ def ablation_variants(config: RunConfig) -> dict[str, RunConfig]:
 
 
 def gnn_variants(config: RunConfig) -> dict[str, RunConfig]:
+    """The GNN study: the same model with GCN, GraphSAGE and GAT layers."""
     out = {}
     for kind in ("gcn", "sage", "gat"):
         cfg = config.model_copy(deep=True)
@@ -67,6 +68,7 @@ def _summary(rows: list[dict], source: str) -> dict[str, float]:
 def run_variants(
     dataset: GRNDataset, variants: dict[str, RunConfig], seeds: int, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
+    """Every variant x dataset x seed, with the trivial baselines."""
     results = []
     embeddings: dict[str, Any] = {}
     for name, cfg in variants.items():
@@ -149,6 +151,7 @@ def run_study_kind(
     corruptions: int = 10,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    """Run the ablation, gnn or noise study over `data`."""
     report: dict[str, Any] = {"kind": kind, "protocol": config.split.protocol, "results": [], "skipped": []}
     for directory in data:
         try:
@@ -174,6 +177,7 @@ def run_study_kind(
 
 
 def variants_markdown(report: dict) -> str:
+    """The ablation / gnn table: mean ± std per dataset and variant."""
     lines = [
         "| dataset | protocol | variant | embedder | gnn | model AUROC | model AUPRC | per-TF AUROC "
         "| label_count AUROC/AUPRC | s/seed |",
@@ -190,6 +194,7 @@ def variants_markdown(report: dict) -> str:
 
 
 def noise_markdown(report: dict) -> str:
+    """The noise table: model vs label_count per dataset and flipped fraction."""
     lines = [
         "| dataset | flipped | runs | model AUROC | model AUPRC | label_count AUROC | label_count AUPRC |",
         "|---|---|---|---|---|---|---|",
@@ -246,6 +251,7 @@ def noise_figure(report: dict):
 def write_study(
     report: dict, out: Path, command: str | None = None, to_mlflow: bool = False, config: RunConfig | None = None
 ) -> dict[str, Path]:
+    """Write JSON, markdown (and the noise box plot); optionally log them to MLflow."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))

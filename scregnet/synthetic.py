@@ -85,5 +85,6 @@ def write_beeline(directory: str | Path, expression: pd.DataFrame, network: pd.D
 
 
 def make_synthetic_dataset(directory: str | Path, seed: int = 0, **kwargs) -> Path:
+    """Write a SYNTHETIC BEELINE-layout dataset (random network, simulated expression) to `out`."""
     expression, network, tfs = simulate(seed=seed, **kwargs)
     return write_beeline(directory, expression, network, tfs)

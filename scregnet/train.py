@@ -44,6 +44,7 @@ class ModelInputs:
 
     @classmethod
     def build(cls, dataset: GRNDataset, embedding: GeneEmbedding | None) -> ModelInputs:
+        """Features (z-scored expression) and the aligned embedding of a dataset."""
         genes = dataset.genes
         if embedding is None or embedding.dim == 0:
             return cls(genes, dataset.zscored_features())
@@ -53,6 +54,8 @@ class ModelInputs:
 
 @dataclass
 class TrainResult:
+    """The trained model with its selected epoch, validation metrics and curves."""
+
     model: ScRegNet
     edge_index: torch.Tensor
     best_epoch: int
@@ -64,6 +67,7 @@ class TrainResult:
 
 
 def build_model(inputs: ModelInputs, model_cfg) -> ScRegNet:
+    """The model for these inputs (the embedding only when the config uses it)."""
     emb = torch.from_numpy(inputs.embedding) if (inputs.embedding is not None and model_cfg.use_embedding) else None
     return build_scregnet(inputs.features.shape[1], emb, model_cfg, num_nodes=len(inputs.genes))
 

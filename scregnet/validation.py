@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ValidationReport:
+    """Problems (failures), warnings, statistics and the HTML report path."""
+
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     report_path: str | None = None
@@ -35,9 +37,11 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
+        """True when there is no problem."""
         return not self.problems
 
     def raise_if_failed(self) -> None:
+        """Raise ValidationFailed listing the problems, if any."""
         if self.problems:
             raise ValidationFailed(self.problems, self.report_path)
 
@@ -112,24 +116,17 @@ def _unexpected(res, limit: int = 5) -> tuple[list, int]:
     return list(values)[:limit], count
 
 
-def validate_dataset(
-    dataset: GRNDataset, min_cells: int = 10, min_genes: int = 20, report_dir: str | Path | None = None
-) -> ValidationReport:
-    """Run the expression and priors suites; returns a report (does not raise)."""
+def _gx_context(report_dir: Path | None):
+    """A Great Expectations context: file-backed (HTML data docs) under `report_dir`, else ephemeral."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # GX draws a progress bar per expectation
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
-    from great_expectations import expectations as E
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    report = ValidationReport()
-    expr_file = dataset.sources.get("expression", "expression")
-    prior_file = dataset.sources.get("labels") or dataset.sources.get("priors") or "priors"
-    n_cells, n_genes = dataset.adata.shape
-    report.statistics = {"cells": n_cells, "genes": n_genes, "prior_edges": len(dataset.priors)}
-
-    if report_dir is not None:
-        report_dir = Path(report_dir)
+    if report_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
         report_dir.mkdir(parents=True, exist_ok=True)
         context = gx.get_context(mode="file", project_root_dir=str(report_dir))
         for n in ("expression", "priors"):  # a previous report of the same name is replaced
@@ -142,21 +139,25 @@ def validate_dataset(
                 context.data_sources.delete(f"{n}_source")
             except Exception:
                 pass
-    else:
-        context = gx.get_context(mode="ephemeral")
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one bar per expectation is noise
+    return context
 
+
+def check_expression(context, dataset: GRNDataset, report: ValidationReport, min_cells: int, min_genes: int) -> None:
+    """Expression suite: unique genes, finite and non-negative values, enough cells and genes."""
+    from great_expectations import expectations as E
+
+    expr_file = dataset.sources.get("expression", "expression")
+    n_cells, n_genes = dataset.adata.shape
     genes = _gene_frame(dataset)
-    expr_exps = [
+    expectations = [
         E.ExpectColumnValuesToBeUnique(column="gene"),
         E.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
         E.ExpectColumnValuesToBeBetween(column="n_negative", min_value=0, max_value=0),
         E.ExpectTableRowCountToBeBetween(min_value=min_genes),
     ]
-    _, expr_result = _run_suite(context, "expression", genes, expr_exps)
-    for kind, col, res in _failures(expr_result):
+    _, result = _run_suite(context, "expression", genes, expectations)
+    for kind, col, res in _failures(result):
         if kind == "expect_column_values_to_be_unique":
             vals, count = _unexpected(res)
             report.problems.append(
@@ -172,6 +173,18 @@ def validate_dataset(
                 f"{expr_file}: {len(bad)} gene(s) have {what} expression values, e.g. {examples}; "
                 "expected finite, non-negative values"
             )
+    _harmonization_warnings(dataset, report, expr_file)
+    cells = pd.Series([str(c) for c in dataset.adata.obs_names])
+    if cells.duplicated().any():
+        report.problems.append(
+            f"{expr_file}: duplicated cell names, e.g. {sorted(set(cells[cells.duplicated()]))[:5]}; "
+            "expected unique cell names"
+        )
+    if n_cells < min_cells:
+        report.problems.append(f"{expr_file}: only {n_cells} cells; expected at least {min_cells}")
+
+
+def _harmonization_warnings(dataset: GRNDataset, report: ValidationReport, expr_file: str) -> None:
     genes_report = dataset.adata.uns.get("gene_harmonization", {})  # written by load_h5ad (scregnet.genes)
     if genes_report.get("merged_genes", 0):
         report.warnings.append(
@@ -184,24 +197,23 @@ def validate_dataset(
             f"{expr_file}: {genes_report['unmapped']} gene(s) have no symbol in var['{genes_report['symbols_column']}'] "
             f"and keep their Ensembl ID, e.g. {list(genes_report.get('unmapped_examples', []))[:3]}"
         )
-    cells = pd.Series([str(c) for c in dataset.adata.obs_names])
-    if cells.duplicated().any():
-        report.problems.append(
-            f"{expr_file}: duplicated cell names, e.g. {sorted(set(cells[cells.duplicated()]))[:5]}; "
-            "expected unique cell names"
-        )
-    if n_cells < min_cells:
-        report.problems.append(f"{expr_file}: only {n_cells} cells; expected at least {min_cells}")
 
+
+def check_priors(context, dataset: GRNDataset, report: ValidationReport) -> None:
+    """Priors suite: at least one edge, both genes measured, no self loops; duplicates are warnings."""
+    from great_expectations import expectations as E
+
+    expr_file = dataset.sources.get("expression", "expression")
+    prior_file = dataset.sources.get("labels") or dataset.sources.get("priors") or "priors"
     priors = _prior_frame(dataset)
-    prior_exps = [
+    expectations = [
         E.ExpectTableRowCountToBeBetween(min_value=1),
         E.ExpectColumnValuesToBeInSet(column="tf_measured", value_set=[True]),
         E.ExpectColumnValuesToBeInSet(column="target_measured", value_set=[True]),
         E.ExpectColumnValuesToBeInSet(column="self_loop", value_set=[False]),
     ]
-    _, prior_result = _run_suite(context, "priors", priors, prior_exps)
-    for kind, col, _ in _failures(prior_result):
+    _, result = _run_suite(context, "priors", priors, expectations)
+    for kind, col, _ in _failures(result):
         if kind == "expect_table_row_count_to_be_between":
             report.problems.append(f"{prior_file}: no prior edges; expected at least one TF -> target pair")
             continue
@@ -220,28 +232,49 @@ def validate_dataset(
                 f"{first[role.lower()]!r} is not in the expression ({expr_file}); {len(missing)} {role} gene(s) "
                 f"absent, e.g. {missing[:5]}; expected every prior gene to be measured"
             )
-
     dups = priors[priors.duplicated(["tf", "target"], keep="first")]
     if len(dups):
         first = dups.iloc[0]
         report.warnings.append(
             f"{first['source']}: {len(dups)} duplicated edge(s), e.g. row {first['row']} {first['edge']}; merged"
         )
-    if not report.problems:
-        graph = dataset.label_graph()
-        if len(graph.tf_index) == 0:
-            report.problems.append(f"{prior_file}: no TF has a measured positive target; expected at least one")
-        else:
-            counts = np.bincount(graph.edges[:, 0], minlength=graph.n_genes)[graph.tf_index]
-            report.statistics.update(tfs_with_positive=int(len(graph.tf_index)), min_positives_per_tf=int(counts.min()))
 
+
+def _check_positives(dataset: GRNDataset, report: ValidationReport) -> None:
+    """At least one TF with a measured positive (only meaningful once the suites passed)."""
+    prior_file = dataset.sources.get("labels") or dataset.sources.get("priors") or "priors"
+    graph = dataset.label_graph()
+    if len(graph.tf_index) == 0:
+        report.problems.append(f"{prior_file}: no TF has a measured positive target; expected at least one")
+    else:
+        counts = np.bincount(graph.edges[:, 0], minlength=graph.n_genes)[graph.tf_index]
+        report.statistics.update(tfs_with_positive=int(len(graph.tf_index)), min_positives_per_tf=int(counts.min()))
+
+
+def _write_data_docs(context, report_dir: Path, report: ValidationReport) -> None:
+    try:
+        context.build_data_docs()
+        index = next(Path(report_dir).rglob("data_docs/local_site/index.html"), None)
+        report.report_path = str(index) if index else None
+    except Exception as exc:  # the report is a convenience; the gate above is what matters
+        log.warning("could not build the Great Expectations data docs: %s", exc)
+
+
+def validate_dataset(
+    dataset: GRNDataset, min_cells: int = 10, min_genes: int = 20, report_dir: str | Path | None = None
+) -> ValidationReport:
+    """Run the expression and priors suites; returns a report (does not raise)."""
+    report_dir = Path(report_dir) if report_dir is not None else None
+    report = ValidationReport()
+    n_cells, n_genes = dataset.adata.shape
+    report.statistics = {"cells": n_cells, "genes": n_genes, "prior_edges": len(dataset.priors)}
+    context = _gx_context(report_dir)
+    check_expression(context, dataset, report, min_cells, min_genes)
+    check_priors(context, dataset, report)
+    if not report.problems:
+        _check_positives(dataset, report)
     if report_dir is not None:
-        try:
-            context.build_data_docs()
-            index = next(Path(report_dir).rglob("data_docs/local_site/index.html"), None)
-            report.report_path = str(index) if index else None
-        except Exception as exc:  # the report is a convenience; the gate above is what matters
-            log.warning("could not build the Great Expectations data docs: %s", exc)
+        _write_data_docs(context, report_dir, report)
     for w in report.warnings:
         log.warning(w)
     return report

@@ -54,6 +54,8 @@ from scregnet.config import read_run_config
 
 @dataclass
 class WatchConfig:
+    """Where to watch, what to train with, and the timing and backoff settings."""
+
     bucket: str
     prefix: str
     expression_root: Path
@@ -78,6 +80,8 @@ class WatchConfig:
 
 @dataclass
 class Outcome:
+    """What one pass did with one dataset."""
+
     dataset: str
     status: str  # trained | failed | refused-keys | error | backoff | gave-up | up-to-date | settling
     #              | no-expression | locked | changed | same-content
@@ -88,6 +92,8 @@ class Outcome:
 
 @dataclass
 class RunRequest:
+    """One triggered training run: its config, manifest and log paths."""
+
     dataset: str
     config_path: Path
     manifest_path: Path

@@ -91,3 +91,34 @@ def write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def prior_options(command):
+    """The options that say how to read the priors and the genes (train, validate)."""
+    from scregnet.config import DataConfig
+
+    options = [
+        click.option(
+            "--priors",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="Prior file(s): tf,target CSV/TSV, GMT library or ChIP-Atlas table, optionally .gz (repeatable).",
+        ),
+        click.option(
+            "--prior-format",
+            type=choices(DataConfig, "prior_format"),
+            default=None,
+            help=with_default("Format of the prior files (auto: from suffix and content).", DataConfig, "prior_format"),
+        ),
+        click.option("--tf", default=None, help="TF of a ChIP-Atlas table whose header and file name do not say."),
+        click.option("--min-score", type=float, default=None, help="Keep prior pairs scoring at least this."),
+        click.option(
+            "--gene-symbols",
+            default=None,
+            metavar="COLUMN",
+            help="var column holding gene symbols when var_names are Ensembl IDs (default: found by name).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import choices, fail, with_default
+from scregnet.cli._common import choices, fail, prior_options, with_default
 from scregnet.config import DataConfig, GeneformerConfig
 from scregnet.home import home
 
@@ -16,14 +16,14 @@ from scregnet.home import home
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path), help="BEELINE-layout dataset directory.")
 @click.option("--h5ad", type=click.Path(path_type=Path), help="AnnData file (cells x genes).")
-@click.option("--priors", multiple=True, type=click.Path(path_type=Path), help="Priors table(s) (repeatable).")
+@prior_options
 @click.option(
     "--min-cells", type=click.IntRange(min=1), default=None, help=with_default("Fewest cells.", DataConfig, "min_cells")
 )
 @click.option(
     "--min-genes", type=click.IntRange(min=1), default=None, help=with_default("Fewest genes.", DataConfig, "min_genes")
 )
-def validate(data, h5ad, priors, min_cells, min_genes) -> None:
+def validate(data, h5ad, priors, prior_format, tf, min_score, gene_symbols, min_cells, min_genes) -> None:
     """Run the input checks alone: exit 0 on good input, non-zero with one line per problem."""
     from scregnet.cli._common import overrides
     from scregnet.data import check_inputs, load_dataset
@@ -32,9 +32,15 @@ def validate(data, h5ad, priors, min_cells, min_genes) -> None:
     from scregnet.validation import validate_dataset
 
     try:
-        cfg = DataConfig(
-            path=data, h5ad=h5ad, priors=list(priors), **overrides(min_cells=min_cells, min_genes=min_genes)
+        options = overrides(
+            min_cells=min_cells,
+            min_genes=min_genes,
+            prior_format=prior_format,
+            prior_tf=tf,
+            prior_min_score=min_score,
+            gene_symbols=gene_symbols,
         )
+        cfg = DataConfig(path=data, h5ad=h5ad, priors=list(priors), **options)
         check_inputs(cfg)
         dataset = load_dataset(cfg)
         report = validate_dataset(

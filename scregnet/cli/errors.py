@@ -42,6 +42,7 @@ class ScregnetGroup(click.Group):
     """A click group whose commands end in one clear line, never a traceback, on errors."""
 
     def invoke(self, ctx: click.Context):
+        """Run the command; project and OS errors become one red line and a non-zero exit."""
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import choices, fail, load, mlflow_ui_hint, with_default
+from scregnet.cli._common import choices, fail, load, mlflow_ui_hint, prior_options, with_default
 from scregnet.config import EmbedderConfig, ModelConfig, SplitConfig
 from scregnet.home import home
 
@@ -137,9 +137,7 @@ def demo(out_dir, seed, config_file) -> None:
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path), help="BEELINE-layout dataset directory.")
 @click.option("--h5ad", type=click.Path(path_type=Path), help="AnnData file (cells x genes).")
-@click.option(
-    "--priors", multiple=True, type=click.Path(path_type=Path), help="Priors table(s): tf,target (repeatable)."
-)
+@prior_options
 @click.option(
     "--config",
     "config_file",
@@ -169,7 +167,24 @@ def demo(out_dir, seed, config_file) -> None:
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the split and the initialisation.")
 @click.option("--name", default=None, help="Dataset name in the registry (default: from the path).")
-def train(data, h5ad, priors, config_file, embedder, embedding, fm_model, dictionaries, protocol, gnn, seed, name):
+def train(
+    data,
+    h5ad,
+    priors,
+    prior_format,
+    tf,
+    min_score,
+    gene_symbols,
+    config_file,
+    embedder,
+    embedding,
+    fm_model,
+    dictionaries,
+    protocol,
+    gnn,
+    seed,
+    name,
+):
     """Train, evaluate and register a model through the ZenML pipeline."""
     if data is None and h5ad is None and config_file is None:
         fail("give --data DIR, or --h5ad FILE --priors FILE, or a --config with data set", 2)
@@ -179,6 +194,10 @@ def train(data, h5ad, priors, config_file, embedder, embedding, fm_model, dictio
             "data.path": str(data) if data else None,
             "data.h5ad": str(h5ad) if h5ad else None,
             "data.priors": [str(p) for p in priors] or None,
+            "data.prior_format": prior_format,
+            "data.prior_tf": tf,
+            "data.prior_min_score": min_score,
+            "data.gene_symbols": gene_symbols,
             "data.name": name,
             "embedder.kind": embedder,
             "embedder.path": str(embedding) if embedding else None,

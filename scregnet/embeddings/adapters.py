@@ -318,6 +318,7 @@ def read_table_embedding(path: Path) -> GeneEmbedding:
 
 
 def detect_format(path: Path) -> str:
+    """Format of an embedding file from its suffix (`table` or `torch`); .npy needs an explicit one."""
     name = Path(path).name.lower().removesuffix(".gz")
     if name.endswith((".pt", ".pth")):
         return "torch"

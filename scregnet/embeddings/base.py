@@ -43,10 +43,12 @@ class GeneEmbedding:
 
     @property
     def dim(self) -> int:
+        """Dimensions D of the vectors."""
         return int(self.vectors.shape[1])
 
     @classmethod
     def empty(cls, **metadata: Any) -> GeneEmbedding:
+        """An embedding with no genes and no dimensions (embedder `none`)."""
         return cls(genes=[], vectors=np.zeros((0, 0), dtype=np.float32), metadata=dict(metadata))
 
     def align(self, genes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +67,7 @@ class GeneEmbedding:
         return out, found
 
     def content_hash(self) -> str:
+        """sha256 of the gene names and vectors (cache key and stored checksum)."""
         h = hashlib.sha256()
         h.update("\n".join(self.genes).encode())
         h.update(np.ascontiguousarray(self.vectors).tobytes())
@@ -72,6 +75,7 @@ class GeneEmbedding:
 
     # On-disk form shared by the ZenML materializer and the CLI: no pickle.
     def save(self, directory: str | Path) -> None:
+        """Write vectors.npy, genes.txt and metadata.json (with the checksum) into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         np.save(directory / "vectors.npy", self.vectors, allow_pickle=False)
@@ -82,6 +86,7 @@ class GeneEmbedding:
 
     @classmethod
     def load(cls, directory: str | Path) -> GeneEmbedding:
+        """Read a saved embedding; refuses one whose checksum does not match."""
         directory = Path(directory)
         vectors = np.load(directory / "vectors.npy", allow_pickle=False)
         text = (directory / "genes.txt").read_text()
@@ -112,4 +117,5 @@ class GeneEmbedder(Protocol):
     name: str
 
     def embed(self, adata) -> GeneEmbedding:  # adata: anndata.AnnData, cells x genes
+        """Gene embedding of an AnnData (cells x genes, var_names = gene symbols)."""
         ...

@@ -17,6 +17,7 @@ class NoEmbedder:
     name = "none"
 
     def embed(self, adata) -> GeneEmbedding:
+        """The empty embedding."""
         return GeneEmbedding.empty(embedder="none")
 
 
@@ -33,6 +34,7 @@ class PCAEmbedder:
         self.dim = dim
 
     def embed(self, adata) -> GeneEmbedding:
+        """Gene loadings on the first `dim` principal axes of the expression."""
         x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
         x = x.astype(np.float64)
         std = x.std(axis=0)
@@ -64,6 +66,7 @@ class PrecomputedEmbedder:
         self.gene_index = gene_index
 
     def embed(self, adata=None) -> GeneEmbedding:
+        """Read the file; with `adata`, record how many of its genes received a vector."""
         if not self.path.exists():
             raise DataError("precomputed embedding file not found", self.path)
         fmt = self.format

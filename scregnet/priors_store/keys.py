@@ -15,18 +15,11 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from scregnet.priors import PRIOR_FILE_SUFFIXES
+
 STATE_DIR = ".scregnet-watch"  # under the prefix; dataset names may not start with "."
 STATE_FILE = "state.json"
-PRIOR_SUFFIXES = (
-    ".csv",
-    ".tsv",
-    ".txt",
-    ".gmt",  # gene-set libraries (one TF's targets per line)
-    ".csv.gz",
-    ".tsv.gz",
-    ".txt.gz",
-    ".gmt.gz",
-)
+PRIOR_SUFFIXES = PRIOR_FILE_SUFFIXES  # one list: what scregnet.priors can read
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_NAME_BYTES = 255  # NAME_MAX of ext4, XFS, btrfs, APFS: judged the same on every host
 FILES_DIR = "files"  # <root>/<dataset>/<manifest sha256>/files/<rel>, see manifest.materialize
@@ -181,8 +174,10 @@ def is_prior_file(rel: str) -> bool:
 
 
 def state_key(prefix: str) -> str:
+    """Key of the watcher's state object under the prefix."""
     return f"{normalize_prefix(prefix)}{STATE_DIR}/{STATE_FILE}"
 
 
 def lock_key(prefix: str, dataset: str) -> str:
+    """Key of a dataset's lease object under the prefix."""
     return f"{normalize_prefix(prefix)}{STATE_DIR}/locks/{dataset}.lock"

@@ -76,6 +76,7 @@ class S3Lock:
         return age > self.lease, etag(head.get("ETag"))
 
     def acquire(self) -> bool:
+        """Take the lease (or an expired one); False when another watcher holds it."""
         try:
             put_json(self.s3, self.bucket, self.key, self._body(), if_none_match=True)
             return self._verify()
@@ -97,6 +98,7 @@ class S3Lock:
         return self._verify()
 
     def renew(self) -> bool:
+        """Rewrite the lease if it is still ours; False (and `lost`) once it was taken."""
         with self._mutex:
             if self.etag is None or self.lost:
                 return False
@@ -116,10 +118,12 @@ class S3Lock:
                 return
 
     def start_heartbeat(self) -> None:
+        """Renew the lease every third of its length on a daemon thread."""
         self._thread = threading.Thread(target=self._beat, name=f"lease {self.key}", daemon=True)
         self._thread.start()
 
     def release(self) -> None:
+        """Stop the heartbeat and delete the lease if it is still ours."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)

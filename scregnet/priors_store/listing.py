@@ -19,6 +19,8 @@ from scregnet.priors_store.s3io import etag, server_time
 
 @dataclass(frozen=True)
 class PriorObject:
+    """One prior file as listed: key, path below the dataset, ETag, size, time."""
+
     key: str
     rel: str  # path below PREFIX/<dataset>/
     etag: str  # without quotes
@@ -37,6 +39,8 @@ class RefusedKey:
 
 @dataclass
 class Listing:
+    """One listing of the prefix: prior files per dataset, refused and ignored keys, server time."""
+
     datasets: dict[str, list[PriorObject]] = field(default_factory=dict)  # the accepted prior files
     refused: list[tuple[str, str]] = field(default_factory=list)  # (key, why): every refused key
     blocked: dict[str, list[RefusedKey]] = field(default_factory=dict)  # dataset -> its refused keys
@@ -44,6 +48,7 @@ class Listing:
     server_time: datetime | None = None
 
     def refuse(self, key: str, etag: str, why: str, dataset: str | None) -> None:
+        """Record a refused key (and its dataset, when it has one) with the reason."""
         self.refused.append((key, why))
         if dataset is not None:
             self.blocked.setdefault(dataset, []).append(RefusedKey(key, etag, why))

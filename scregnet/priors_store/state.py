@@ -23,6 +23,7 @@ _SHOWN_PROBLEMS = 5
 
 
 def empty_state() -> dict:
+    """A well-formed empty watcher state."""
     return {"version": 1, "datasets": {}, "failed": {}}
 
 
@@ -76,9 +77,11 @@ class WatchState:
         self.log = log or logging.getLogger(__name__).warning
 
     def read(self) -> dict:
+        """The state (well-formed; a corrupt object is moved aside first)."""
         return self._load()[0]
 
     def dataset(self, name: str) -> dict | None:
+        """The last successful run recorded for `name`, or None."""
         return self.read()["datasets"].get(name)
 
     def _load(self, attempts: int = 5) -> tuple[dict, str | None]:

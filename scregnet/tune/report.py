@@ -45,6 +45,7 @@ def tuned_vs_default(
 
 
 def tuning_markdown(rows: list[dict[str, Any]]) -> str:
+    """The tuned-vs-default table, with label_count and the paper's numbers."""
     from scregnet.reference import SCREGNET_GENEFORMER, cell_type
 
     lines = [

@@ -21,6 +21,8 @@ from scregnet.tune.study import redact, resolve_storage, run_study, state_counts
 
 @dataclass
 class TuneResult:
+    """A finished study: best parameters and value, counts, times, and the final model's metrics."""
+
     study_name: str
     storage: str
     best_params: dict[str, Any]

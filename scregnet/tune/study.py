@@ -38,6 +38,7 @@ def default_storage() -> str:
 
 
 def resolve_storage(config: RunConfig, storage: str | None = None) -> str:
+    """The study's storage URL: given, configured, or the default."""
     return storage or config.tune.storage or default_storage()
 
 
@@ -47,12 +48,14 @@ def redact(url: str) -> str:
 
 
 def default_study_name(config: RunConfig, dataset_name: str) -> str:
+    """<dataset>-<protocol>-<embedder>-seed<k>-<metric>, safe for storage."""
     proto = config.split.protocol + ("+degree_aware" if config.split.degree_aware_negatives else "")
     name = f"{dataset_name}-{proto}-{config.embedder.kind}-seed{config.split.seed}-{config.tune.metric}"
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
 
 def make_pruner(config: RunConfig):
+    """The configured Optuna pruner (median, Hyperband or none)."""
     import optuna
 
     t = config.tune
@@ -114,6 +117,7 @@ class TrialTracker:
         ).info.experiment_id
 
     def start(self, trial, tags: dict[str, str]) -> str:
+        """Open the nested MLflow run of one trial; returns its id."""
         run = self.tracker.call(
             lambda: self.client.create_run(
                 self.experiment_id,
@@ -139,6 +143,7 @@ class TrialTracker:
         curve: list[tuple[int, float]],
         seconds: float,
     ) -> None:
+        """Log a trial's params, curve, value and time, then close its run."""
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
@@ -235,6 +240,7 @@ def make_objective(
 
 
 def state_counts(study) -> dict[str, int]:
+    """Number of trials per state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
     from collections import Counter
 
     c = Counter(t.state.name for t in study.trials)
