@@ -11,6 +11,10 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.utils import to_undirected
 
+# Up to this many genes the model keeps the whole [N, N] correlation matrix (256 MiB in float32 at
+# most; reused every epoch). Above it, only the rows of the TFs being scored are computed.
+FULL_CORRELATION_MAX_GENES = 8192
+
 
 def training_graph(train_edges: Tensor, num_nodes: int) -> Tensor:
     """Undirected edge_index [2, 2E'] of the training positives, self loops removed.
@@ -142,6 +146,7 @@ class ScRegNet(nn.Module):
         # model can only score co-expression through products of compressed gene vectors.
         self.coexpression = coexpression
         self._corr_cache: tuple | None = None
+        self._corr_rows: dict[tuple, Tensor] = {}  # (features key, rows) -> [R, N], large N only
         extra = (2 if degree_features else 0) + (2 if coexpression else 0)
         self.head = nn.Linear((3 if self.interaction else 2) * width + extra, 2)
         # Residual on a fixed prior: logit(edge) = label_count(tf, target) + learned correction.
@@ -211,13 +216,42 @@ class ScRegNet(nn.Module):
 
     def correlation(self, x: Tensor) -> Tensor:
         """[N, N] Pearson r between genes of z-scored features x [N, C]; cached per input tensor."""
-        key = (x.data_ptr(), tuple(x.shape), x.device, x._version)
+        key = self._features_key(x)
         if self._corr_cache is None or self._corr_cache[0] != key:
             with torch.no_grad():
-                xc = x - x.mean(dim=1, keepdim=True)
-                xn = xc / xc.norm(dim=1, keepdim=True).clamp(min=1e-8)
+                xn = self._normalized(x)
                 self._corr_cache = (key, xn @ xn.t())
         return self._corr_cache[1]
+
+    @staticmethod
+    def _features_key(x: Tensor) -> tuple:
+        return (x.data_ptr(), tuple(x.shape), x.device, x._version)
+
+    @staticmethod
+    def _normalized(x: Tensor) -> Tensor:
+        xc = x - x.mean(dim=1, keepdim=True)
+        return xc / xc.norm(dim=1, keepdim=True).clamp(min=1e-8)
+
+    def pair_correlation(self, x: Tensor, pairs: Tensor) -> Tensor:
+        """Pearson r [B] of each pair's rows of x [N, C], for pairs [B, 2].
+
+        Small N: looked up in the cached [N, N] matrix. Large N (a genome-wide gene set): only the
+        rows of the pairs' TFs are computed ([R, N] for R distinct TFs), cached for the last few
+        TF sets (the training pairs come back every epoch).
+        """
+        if x.shape[0] <= FULL_CORRELATION_MAX_GENES:
+            return self.correlation(x)[pairs[:, 0], pairs[:, 1]]
+        rows, where = torch.unique(pairs[:, 0], return_inverse=True)
+        key = (*self._features_key(x), rows.cpu().numpy().tobytes())
+        table = self._corr_rows.get(key)
+        if table is None:
+            with torch.no_grad():
+                xn = self._normalized(x)
+                table = xn[rows] @ xn.t()
+            if len(self._corr_rows) >= 4:
+                self._corr_rows.pop(next(iter(self._corr_rows)))
+            self._corr_rows[key] = table
+        return table[where, pairs[:, 1]]
 
     def forward(self, x: Tensor, edge_index: Tensor, pairs: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits [B, 2]. `labels` [B] only for training pairs (leave-one-out prior)."""
@@ -232,7 +266,7 @@ class ScRegNet(nn.Module):
         if self.degree_features:  # wide path: label statistics go straight to the head
             feats += [self.degree[pairs[:, 0], :1], self.degree[pairs[:, 1], 1:]]
         if self.coexpression:
-            r = self.correlation(x)[pairs[:, 0], pairs[:, 1]].unsqueeze(1)
+            r = self.pair_correlation(x, pairs).unsqueeze(1)
             feats += [r, r.abs()]
         logits = self.head(torch.cat(feats, dim=1))
         if self.prior != "none":

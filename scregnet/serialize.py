@@ -35,10 +35,19 @@ class ModelBundle:
         features: float32 [N, C] node features (z-scored expression).
         edge_index: int64 [2, E'] undirected training-positive graph.
         meta: JSON-able dict with at least `model` (ModelConfig) and `genes` (length N).
+        positives: int64 [E, 2] directed (tf, target) training positives, or None (older bundles).
     """
 
-    def __init__(self, model: ScRegNet, features: torch.Tensor, edge_index: torch.Tensor, meta: dict):
+    def __init__(
+        self,
+        model: ScRegNet,
+        features: torch.Tensor,
+        edge_index: torch.Tensor,
+        meta: dict,
+        positives: torch.Tensor | None = None,
+    ):
         self.model, self.features, self.edge_index, self.meta = model.eval(), features, edge_index, meta
+        self.positives = positives
         self.genes: list[str] = list(meta["genes"])
         self.index = {g: i for i, g in enumerate(self.genes)}
 
@@ -71,13 +80,10 @@ class ModelBundle:
         if self.model.target_tower is self.model.tf_tower:  # shared towers: store the tensors once
             state = {k: v for k, v in state.items() if not k.startswith("target_tower.")}
         save_file(state, directory / WEIGHTS)
-        save_file(
-            {
-                "features": self.features.detach().cpu().contiguous(),
-                "edge_index": self.edge_index.detach().cpu().contiguous(),
-            },
-            directory / INPUTS,
-        )
+        inputs = {"features": self.features, "edge_index": self.edge_index}
+        if self.positives is not None:
+            inputs["positives"] = self.positives
+        save_file({k: v.detach().cpu().contiguous() for k, v in inputs.items()}, directory / INPUTS)
         meta = dict(self.meta)
         meta["embedding_shape"] = list(self.model.embedding.shape)
         meta["num_features"] = int(self.features.shape[1])
@@ -111,4 +117,4 @@ class ModelBundle:
                 {k.replace("tf_tower.", "target_tower.", 1): v for k, v in state.items() if k.startswith("tf_tower.")}
             )
         model.load_state_dict(state, strict=True)
-        return cls(model, inputs["features"], inputs["edge_index"], meta)
+        return cls(model, inputs["features"], inputs["edge_index"], meta, inputs.get("positives"))

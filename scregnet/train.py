@@ -64,6 +64,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     stopped_early: bool = False
+    train_positives: np.ndarray | None = None  # int64 [E, 2] (tf, target) the model was trained on
 
 
 def build_model(inputs: ModelInputs, model_cfg) -> ScRegNet:
@@ -298,7 +299,15 @@ def fit(
     )
     f.model.eval()
     return TrainResult(
-        f.model, f.edge_index, selector.epoch, float(selector.value), best_metrics, history, seconds, stopped_early
+        f.model,
+        f.edge_index,
+        selector.epoch,
+        float(selector.value),
+        best_metrics,
+        history,
+        seconds,
+        stopped_early,
+        split.train_positive_edges(),
     )
 
 
@@ -315,4 +324,5 @@ def bundle(result: TrainResult, inputs: ModelInputs, model_cfg, **meta) -> Model
             "best_val": result.best_val,
             **meta,
         },
+        None if result.train_positives is None else torch.from_numpy(result.train_positives),
     )

@@ -75,8 +75,17 @@ def rollback(dataset) -> None:
     default=None,
     help="TF list (TF.csv, a table with a tf column, or one symbol per line); default: the model's TFs.",
 )
-@click.option("--top", type=click.IntRange(min=1), default=None, help="Keep only the N best-scored pairs.")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Keep only the N best-scored pairs overall.")
+@click.option("--top-k-per-tf", type=click.IntRange(min=1), default=None, help="Keep each TF's K best-scored targets.")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=None, help="Keep only pairs scoring at least this.")
+@click.option(
+    "--order",
+    type=click.Choice(["score", "tf"]),
+    default="score",
+    show_default=True,
+    help="score: the whole network ranked (rank 1..n; ~12 bytes of memory per kept pair); "
+    "tf: TF by TF, targets ranked within each TF (tf_rank; memory of one block of TFs).",
+)
 @click.option(
     "--config",
     "config_file",
@@ -85,25 +94,34 @@ def rollback(dataset) -> None:
     help="Run config (its tracking URI and registry prefix are used).",
 )
 @click.option("--tracking-uri", default=None, help="MLflow tracking server (default: config, env, $SCREGNET_HOME).")
-def predict(dataset, model, out, tfs_file, top, min_score, config_file, tracking_uri) -> None:
-    """Score every TF x gene pair with a registered model and write a ranked network."""
-    from scregnet.predict import OUTPUT_SUFFIXES, read_tf_list
+def predict(dataset, model, out, tfs_file, top, top_k_per_tf, min_score, order, config_file, tracking_uri) -> None:
+    """Score every TF x gene pair with a registered model and stream the network to a file.
+
+    Each row says whether the pair was a training positive of the model (`known`); TFs without any
+    training positive are named in a warning.
+    """
+    from scregnet.predict import OUTPUT_SUFFIXES, NetworkSpec, read_tf_list
     from scregnet.predict import predict as run_predict
 
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         fail(f"--out: use one of {', '.join(OUTPUT_SUFFIXES)}", 2)
+    if out.exists() and out.is_dir():
+        fail(f"--out {out}: is a directory; give a file name", 2)
     config = load(config_file, **{"tracking.tracking_uri": tracking_uri})
     tfs = read_tf_list(tfs_file) if tfs_file else None
+    spec = NetworkSpec(tfs=tfs, order=order, top=top, top_k_per_tf=top_k_per_tf, min_score=min_score)
     try:
-        path, frame, loaded = run_predict(dataset, out, model, config, tfs=tfs, top=top, min_score=min_score)
+        path, summary, loaded = run_predict(dataset, out, model, config, spec)
     except KeyError as exc:
         fail(f"{dataset}: {exc.args[0] if exc.args else exc}", 1)
     except Exception as exc:
         if _no_such_model(exc):
             fail(f"{dataset}: no registered model {model!r} ({exc})", 1)
         raise
-    n_tfs = frame["tf"].nunique() if len(frame) else 0
-    click.echo(f"{loaded.name} version {loaded.version}: {len(frame)} pairs ({n_tfs} TFs) -> {path}")
+    click.echo(
+        f"{loaded.name} version {loaded.version}: {summary['pairs']} pairs ({summary['tfs']} TFs, "
+        f"{summary['known']} known training edges) -> {path} ({summary['seconds']:.1f}s)"
+    )
 
 
 @click.command()
