@@ -118,16 +118,17 @@ def genelink_split(
 
 
 def candidate_pairs(graph: LabelGraph) -> np.ndarray:
-    """Every (TF with a positive, gene != TF) pair with its label: int64 [n, 3]."""
-    positives = set(map(tuple, graph.edges.tolist()))
-    chunks = []
-    for tf in graph.tf_index:
-        targets = np.delete(np.arange(graph.n_genes), tf)
-        labels = np.fromiter(((int(tf), int(t)) in positives for t in targets), dtype=np.int64, count=len(targets))
-        chunk = _pairs(int(tf), targets, 0)
-        chunk[:, 2] = labels
-        chunks.append(chunk)
-    return _stack(chunks)
+    """Every (TF with a positive, gene != TF) pair with its label: int64 [n, 3] (TF-major, genes ascending)."""
+    n, tfs = graph.n_genes, graph.tf_index.astype(np.int64)
+    if len(tfs) == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    tf = np.repeat(tfs, n)
+    target = np.tile(np.arange(n, dtype=np.int64), len(tfs))
+    keep = tf != target
+    tf, target = tf[keep], target[keep]
+    positive = np.unique(graph.edges[:, 0] * n + graph.edges[:, 1])
+    labels = np.isin(tf * n + target, positive).astype(np.int64)  # no Python object per pair
+    return np.stack([tf, target, labels], axis=1)
 
 
 def _group_assignment(
