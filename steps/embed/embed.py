@@ -15,7 +15,7 @@ from zenml.config import CachePolicy
 from materializers import GeneEmbeddingMaterializer
 from scregnet.config import EmbedderConfig
 from scregnet.embeddings import GeneEmbedding, build_embedder
-from steps.common import record
+from steps.common import measured, record
 
 
 @step(
@@ -23,13 +23,14 @@ from steps.common import record
     output_materializers={"gene_embedding": GeneEmbeddingMaterializer},
 )
 def embed(expression: ad.AnnData, embedder: EmbedderConfig) -> Annotated[GeneEmbedding, "gene_embedding"]:
-    embedding = build_embedder(embedder).embed(expression)
-    _, found = embedding.align(list(expression.var_names)) if embedding.dim else (None, None)
-    record(
-        {
-            "genes_with_vector": len(embedding.genes),
-            "dims": embedding.dim,
-            "coverage": float(found.mean()) if found is not None else 0.0,
-        }
-    )
-    return embedding
+    with measured("embed"):
+        embedding = build_embedder(embedder).embed(expression)
+        _, found = embedding.align(list(expression.var_names)) if embedding.dim else (None, None)
+        record(
+            {
+                "genes_with_vector": len(embedding.genes),
+                "dims": embedding.dim,
+                "coverage": float(found.mean()) if found is not None else 0.0,
+            }
+        )
+        return embedding

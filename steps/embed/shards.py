@@ -13,14 +13,15 @@ from materializers import GeneEmbeddingMaterializer, GeneSumsMaterializer
 from scregnet.config import EmbedderConfig
 from scregnet.embeddings import GeneEmbedding
 from scregnet.embeddings.geneformer import GeneformerEmbedder, GeneSums, gene_sums_to_embedding, sum_gene_sums
-from steps.common import record
+from steps.common import measured, record
 
 
 @step(cache_policy=CachePolicy(include_artifact_ids=False), output_materializers={"gene_sums": GeneSumsMaterializer})
 def embed_shard(expression: ad.AnnData, embedder: EmbedderConfig, shard: int) -> Annotated[GeneSums, "gene_sums"]:
-    sums = GeneformerEmbedder(embedder.geneformer).embed_shard(expression, shard, embedder.geneformer.n_shards)
-    record({"shard": shard, "cells": sums.n_cells, "genes_ranked": int((sums.counts > 0).sum())})
-    return sums
+    with measured("embed_shard"):
+        sums = GeneformerEmbedder(embedder.geneformer).embed_shard(expression, shard, embedder.geneformer.n_shards)
+        record({"shard": shard, "cells": sums.n_cells, "genes_ranked": int((sums.counts > 0).sum())})
+        return sums
 
 
 @step(cache_policy=CachePolicy(include_artifact_ids=False), output_materializers={"gene_sums": GeneSumsMaterializer})

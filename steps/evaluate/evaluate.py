@@ -13,20 +13,23 @@ from scregnet.plots import html_report
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
 from scregnet.tracking import records, tracker
-from steps.common import record
+from steps.common import measured, record
 
 
 @step(enable_cache=False)
 def evaluate(
     model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str
 ) -> tuple[Annotated[dict, "metrics"], Annotated[HTMLString, "evaluation_report"]]:
-    mlflow = tracker(config)
-    with mlflow.holding(mlflow_run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
-        ev = evaluate_model(model, split)
-        title = f"{model.meta.get('dataset', '')} ({split.protocol}, seed {split.seed})"
-        figures = records.log_evaluation(mlflow, mlflow_run_id, ev, model.genes, title)
-        flat = records.flat_metrics(ev.model, ev.baselines)
-        record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
-        # Shown as the step's visualisation in the ZenML dashboard (the same figures as in MLflow).
-        report = HTMLString(html_report(f"test: {title}", {"model": ev.model["test"], **ev.baselines["test"]}, figures))
-    return {"val": ev.model.get("val", {}), "test": ev.model["test"], "baselines": ev.baselines}, report
+    with measured("evaluate"):
+        mlflow = tracker(config)
+        with mlflow.holding(mlflow_run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
+            ev = evaluate_model(model, split)
+            title = f"{model.meta.get('dataset', '')} ({split.protocol}, seed {split.seed})"
+            figures = records.log_evaluation(mlflow, mlflow_run_id, ev, model.genes, title)
+            flat = records.flat_metrics(ev.model, ev.baselines)
+            record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
+            # Shown as the step's visualisation in the ZenML dashboard (the same figures as in MLflow).
+            report = HTMLString(
+                html_report(f"test: {title}", {"model": ev.model["test"], **ev.baselines["test"]}, figures)
+            )
+        return {"val": ev.model.get("val", {}), "test": ev.model["test"], "baselines": ev.baselines}, report

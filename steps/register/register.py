@@ -11,7 +11,7 @@ from scregnet.config import RunConfig
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
 from scregnet.tracking import signals_deferred, tracker
-from steps.common import record
+from steps.common import measured, record
 
 
 def mirror_to_zenml(promoted: bool) -> None:
@@ -25,46 +25,47 @@ def mirror_to_zenml(promoted: bool) -> None:
 def register(
     model: ModelBundle, split: Split, metrics: dict, config: RunConfig, mlflow_run_id: str
 ) -> Annotated[dict, "promotion"]:
-    mlflow = tracker(config)
-    with mlflow.holding(mlflow_run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
-        if not config.registry.enabled:
-            mlflow.end_run(mlflow_run_id, "FINISHED")
-            return {"registered": False}
-        name = registry.model_name(config.registry.model_prefix, model.meta["dataset"])
-        uri = registry.log_model(mlflow_run_id, model, mlflow)
-        test = {k: v for k, v in metrics["test"].items() if k in ("auroc", "auprc", "per_tf_auroc", "per_tf_auprc")}
-        zenml_version = str(get_step_context().model.version) if get_step_context().model else ""
-        # A kill waits for this block: no version, or a complete one with its run FINISHED.
-        with signals_deferred():
-            decision = registry.register(
-                mlflow_run_id,
-                uri,
-                name,
-                test,
-                split.hash(),
-                metric=config.registry.promotion_metric,
-                margin=config.registry.promotion_margin,
-                split_test=split.test,
-                genes=model.genes,
-                tracking=mlflow,
-                extra_tags={"zenml_model_version": zenml_version},
-            )
-            registry.apply_promotion(decision, mirror_to_zenml, mlflow)
-            mlflow.set_tags(
-                mlflow_run_id,
-                {
-                    "registered_model": name,
-                    "registered_version": decision.version,
-                    "promotion": "promoted" if decision.promoted else "rejected",
-                },
-            )
-            record(
-                {
-                    "mlflow_model": name,
-                    "mlflow_version": decision.version,
-                    "promoted": decision.promoted,
-                    "reason": decision.reason,
-                }
-            )
-            mlflow.end_run(mlflow_run_id, "FINISHED")
-    return decision.as_dict()
+    with measured("register"):
+        mlflow = tracker(config)
+        with mlflow.holding(mlflow_run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
+            if not config.registry.enabled:
+                mlflow.end_run(mlflow_run_id, "FINISHED")
+                return {"registered": False}
+            name = registry.model_name(config.registry.model_prefix, model.meta["dataset"])
+            uri = registry.log_model(mlflow_run_id, model, mlflow)
+            test = {k: v for k, v in metrics["test"].items() if k in ("auroc", "auprc", "per_tf_auroc", "per_tf_auprc")}
+            zenml_version = str(get_step_context().model.version) if get_step_context().model else ""
+            # A kill waits for this block: no version, or a complete one with its run FINISHED.
+            with signals_deferred():
+                decision = registry.register(
+                    mlflow_run_id,
+                    uri,
+                    name,
+                    test,
+                    split.hash(),
+                    metric=config.registry.promotion_metric,
+                    margin=config.registry.promotion_margin,
+                    split_test=split.test,
+                    genes=model.genes,
+                    tracking=mlflow,
+                    extra_tags={"zenml_model_version": zenml_version},
+                )
+                registry.apply_promotion(decision, mirror_to_zenml, mlflow)
+                mlflow.set_tags(
+                    mlflow_run_id,
+                    {
+                        "registered_model": name,
+                        "registered_version": decision.version,
+                        "promotion": "promoted" if decision.promoted else "rejected",
+                    },
+                )
+                record(
+                    {
+                        "mlflow_model": name,
+                        "mlflow_version": decision.version,
+                        "promoted": decision.promoted,
+                        "reason": decision.reason,
+                    }
+                )
+                mlflow.end_run(mlflow_run_id, "FINISHED")
+        return decision.as_dict()

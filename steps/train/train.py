@@ -16,20 +16,24 @@ from scregnet.serialize import ModelBundle
 from scregnet.splits import Split, make_split
 from scregnet.tracking import records, tracker
 from scregnet.train import ModelInputs, bundle, fit
+from steps.common import measured
 
 
 @step(enable_cache=False, output_materializers={"model": ModelBundleMaterializer, "split": SplitMaterializer})
 def train(
     expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbedding, config: RunConfig
 ) -> tuple[Annotated[ModelBundle, "model"], Annotated[Split, "split"], Annotated[str, "mlflow_run_id"]]:
-    dataset = GRNDataset.from_parts(expression, priors)
-    split = make_split(dataset.label_graph(), config.split)
-    mlflow = tracker(config)
-    run_id = records.start_training_run(mlflow, config, dataset, split)
-    with mlflow.holding(run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
-        records.log_inputs(mlflow, run_id, gene_embedding, config.data.prior_manifest)
-        inputs = ModelInputs.build(dataset, gene_embedding)
-        result = fit(inputs, split, config.model, config.train)
-        records.log_training(mlflow, run_id, result, split, inputs, config.train.select_metric)
-        model = bundle(result, inputs, config.model, dataset=dataset.name, split_sha256=split.hash(), tfs=dataset.tfs)
-    return model, split, run_id
+    with measured("train"):
+        dataset = GRNDataset.from_parts(expression, priors)
+        split = make_split(dataset.label_graph(), config.split)
+        mlflow = tracker(config)
+        run_id = records.start_training_run(mlflow, config, dataset, split)
+        with mlflow.holding(run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
+            records.log_inputs(mlflow, run_id, gene_embedding, config.data.prior_manifest)
+            inputs = ModelInputs.build(dataset, gene_embedding)
+            result = fit(inputs, split, config.model, config.train)
+            records.log_training(mlflow, run_id, result, split, inputs, config.train.select_metric)
+            model = bundle(
+                result, inputs, config.model, dataset=dataset.name, split_sha256=split.hash(), tfs=dataset.tfs
+            )
+        return model, split, run_id

@@ -20,7 +20,7 @@ from scregnet.embeddings import GeneEmbedding
 from scregnet.tracking import tracker
 from scregnet.tune import apply_params, study_tags
 from scregnet.tune import tune as run_tune
-from steps.common import record
+from steps.common import measured, record
 
 
 def _pipeline_run_name() -> str:
@@ -35,31 +35,32 @@ def tune(
     expression: ad.AnnData, priors: pd.DataFrame, gene_embedding: GeneEmbedding, config: RunConfig
 ) -> tuple[Annotated[dict, "best_params"], Annotated[RunConfig, "tuned_config"], Annotated[str, "tune_run_id"]]:
     """Run (or resume) the study; returns the best params, the config with them applied, and the umbrella run id."""
-    dataset = GRNDataset.from_parts(expression, priors)
-    if config.data.name:
-        dataset.name = config.data.name
-    run_name = _pipeline_run_name()
-    tags = {
-        **study_tags(config, dataset, config.tune.study_name or "", None),
-        "kind": "tune",
-        "zenml_pipeline_run": run_name,
-    }
-    tags.pop("optuna_storage", None)
-    mlflow = tracker(config)
-    parent = mlflow.start_run(tags, config.flat(), run_name=f"tune-{run_name}")
-    with mlflow.holding(parent):  # exception: FAILED; SIGTERM/SIGINT: KILLED
-        result = run_tune(dataset, config, gene_embedding, parent_run_id=parent, retrain=False)
-        mlflow.end_run(parent, "FINISHED")
-    record(
-        {
-            "study": result.study_name,
-            "best_value": result.best_value,
-            "trials": result.counts,
-            "study_seconds": result.study_seconds,
-            "best_params": result.best_params,
+    with measured("tune"):
+        dataset = GRNDataset.from_parts(expression, priors)
+        if config.data.name:
+            dataset.name = config.data.name
+        run_name = _pipeline_run_name()
+        tags = {
+            **study_tags(config, dataset, config.tune.study_name or "", None),
+            "kind": "tune",
+            "zenml_pipeline_run": run_name,
         }
-    )
-    return result.as_dict(), apply_params(config, result.best_params), parent
+        tags.pop("optuna_storage", None)
+        mlflow = tracker(config)
+        parent = mlflow.start_run(tags, config.flat(), run_name=f"tune-{run_name}")
+        with mlflow.holding(parent):  # exception: FAILED; SIGTERM/SIGINT: KILLED
+            result = run_tune(dataset, config, gene_embedding, parent_run_id=parent, retrain=False)
+            mlflow.end_run(parent, "FINISHED")
+        record(
+            {
+                "study": result.study_name,
+                "best_value": result.best_value,
+                "trials": result.counts,
+                "study_seconds": result.study_seconds,
+                "best_params": result.best_params,
+            }
+        )
+        return result.as_dict(), apply_params(config, result.best_params), parent
 
 
 @step(enable_cache=False)
