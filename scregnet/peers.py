@@ -191,6 +191,7 @@ def _save(matrix: PeerMatrix, path: Path) -> None:
             )
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache file is as readable as the rest of $SCREGNET_HOME
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -288,8 +289,9 @@ class _EarlyStop:
 
 def _fit_targets(
     kind: str, params: dict, x_reg: np.ndarray, reg_genes: np.ndarray, y: np.ndarray, targets: np.ndarray
-) -> np.ndarray:
-    """Importances of the regulators for each target: float32 [T, len(targets)], NaN for the regulator itself.
+) -> tuple[np.ndarray, float]:
+    """Importances of the regulators for each target: float32 [T, len(targets)], NaN for the regulator
+    itself; and the CPU seconds spent (wall time on a shared machine says little).
 
     Args:
         x_reg: float32 [cells, T] regulator expression; reg_genes: int [T] their gene indices.
@@ -297,6 +299,7 @@ def _fit_targets(
     """
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 
+    cpu0 = time.process_time()
     out = np.zeros((x_reg.shape[1], len(targets)), dtype=np.float32)
     for k, gene in enumerate(targets):
         keep = reg_genes != gene  # a gene never explains itself
@@ -325,11 +328,11 @@ def _fit_targets(
             reg.fit(x, yk)
             imp = reg.feature_importances_  # sums to 1 per target (GENIE3's normalisation)
         out[keep, k] = imp
-    return out
+    return out, time.process_time() - cpu0
 
 
-def _tree_matrix(kind: str, x, reg_idx: np.ndarray, cfg: PeerConfig) -> np.ndarray:
-    """Tree importances [T, G] for a cells x genes matrix `x` (dense or sparse)."""
+def _tree_matrix(kind: str, x, reg_idx: np.ndarray, cfg: PeerConfig) -> tuple[np.ndarray, float]:
+    """Tree importances [T, G] for a cells x genes matrix `x` (dense or sparse), and CPU seconds."""
     from joblib import Parallel, delayed
 
     n_cells, n_genes = x.shape
@@ -349,7 +352,7 @@ def _tree_matrix(kind: str, x, reg_idx: np.ndarray, cfg: PeerConfig) -> np.ndarr
     parts = Parallel(n_jobs=cfg.n_jobs, backend="loky" if cfg.n_jobs > 1 else "sequential")(
         delayed(_fit_targets)(kind, params, x_reg, reg_idx, columns(c), c) for c in chunks
     )
-    return np.concatenate(parts, axis=1)
+    return np.concatenate([p[0] for p in parts], axis=1), float(sum(p[1] for p in parts))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -397,18 +400,20 @@ def compute_peer(name: str, adata, regulators: list[str], cfg: PeerConfig | None
         if cached is not None:
             return cached
     reg_idx = np.array([gene_pos[r] for r in regulators], dtype=np.int64)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if name in ("pearson", "spearman"):
         a = _as_csc(adata.X)
         if name == "spearman":
             a = _rank_columns(a)
         scores = _abs_correlation(a, reg_idx)
+        cpu = time.process_time() - cpu0
     else:
-        scores = _tree_matrix(name, adata.X, reg_idx, cfg)
+        scores, cpu = _tree_matrix(name, adata.X, reg_idx, cfg)
     meta = {
         "settings": _settings(name, cfg),
         "n_jobs": cfg.n_jobs,
         "seconds": time.perf_counter() - t0,
+        "cpu_seconds": cpu,
         "shape": [int(adata.shape[0]), int(adata.shape[1])],
         "cached": False,
         "key": key,

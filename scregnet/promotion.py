@@ -140,7 +140,7 @@ def _metric(pairs: np.ndarray, scores: np.ndarray, metric: str) -> float:
 class ChampionComparison:
     """Challenger vs champion on the fair set.
 
-    status: no_champion | too_small | better | not_better.
+    status: no_champion | too_small | unknown | better | not_better.
     per_tf: challenger - champion per-TF AUROC with a bootstrap interval (information only).
     """
 
@@ -160,6 +160,11 @@ class ChampionComparison:
 
 def no_champion(metric: str = "auprc") -> ChampionComparison:
     return ChampionComparison("no_champion", "no champion yet", metric, 0.0)
+
+
+def unknown_champion(why: str, metric: str = "auprc") -> ChampionComparison:
+    """No fair set can be built (e.g. a champion registered without its seen pairs): the champion stays."""
+    return ChampionComparison("unknown", f"no fair comparison possible ({why}): champion kept", metric, 0.0)
 
 
 def compare_with_champion(

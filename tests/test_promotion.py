@@ -19,6 +19,7 @@ from scregnet.promotion import (
     gate,
     no_champion,
     to_model_indices,
+    unknown_champion,
 )
 from scregnet.uncertainty import paired_bootstrap
 
@@ -113,6 +114,8 @@ def test_decision_needs_both_checks_and_records_every_number():
     f = forced(beaten, "alice")
     assert f.promoted and f.forced and f.tags()["promotion_decision"] == "forced" and "alice" in f.reason
     assert decide(no_champion(), beaten.baselines).promoted
+    legacy = decide(unknown_champion("champion has no seen_pairs.npz"), beaten.baselines)
+    assert not legacy.promoted and "seen_pairs.npz" in legacy.reason
 
 
 def test_learnable_synthetic_demo_still_promotes(tmp_path):
