@@ -141,12 +141,14 @@ def summarise(seeds: list[dict], peer_names: list[str], args) -> dict:
     diffs = {"best_baseline": _per_tf_diff(done, "model", best_base, args)}
     if best_peer:
         diffs["best_peer"] = _per_tf_diff(done, "model", best_peer, args)
-    below = []
+    below, ties = [], []
     for k in scorers[1:]:
         for m in METRICS:
             gap = stats["model"][m][0] - stats[k][m][0]
             if np.isfinite(gap) and gap < -TIE:
                 below.append({"scorer": k, "metric": m, "gap": gap})
+            elif np.isfinite(gap) and gap <= TIE and not (m == "per_tf_auroc" and stats[k][m][0] == 0.5):
+                ties.append({"scorer": k, "metric": m, "gap": gap})
     return {
         "n_seeds": len(done),
         "stats": stats,
@@ -155,6 +157,7 @@ def summarise(seeds: list[dict], peer_names: list[str], args) -> dict:
         "per_tf_diff": diffs,
         "gate_passed": sum(r["baseline_gate"]["status"] == "passed" for r in done),
         "below": below,
+        "ties": ties,
         "model_seconds": mean_std(r["model_seconds"] for r in done)[0],
         "seeds": seeds,
     }
@@ -173,13 +176,19 @@ def _iv(d: dict) -> str:
 
 
 def _verdict(s: dict) -> str:
-    if not s["below"]:
-        return "model at or above every peer and baseline (AUROC, AUPRC, per-TF AUROC)"
     label = {"auroc": "AUROC", "auprc": "AUPRC", "per_tf_auroc": "per-TF AUROC"}
-    parts: dict[str, list[str]] = {}
-    for b in s["below"]:
-        parts.setdefault(b["scorer"], []).append(f"{label[b['metric']]} {b['gap']:+.3f}")
-    return "model BELOW " + "; ".join(f"{k} ({', '.join(v)})" for k, v in parts.items())
+
+    def group(items, with_gap):
+        parts: dict[str, list[str]] = {}
+        for b in items:
+            parts.setdefault(b["scorer"], []).append(label[b["metric"]] + (f" {b['gap']:+.3f}" if with_gap else ""))
+        return "; ".join(f"{k} ({', '.join(v)})" for k, v in parts.items())
+
+    ties = [t for t in s.get("ties", []) if t["scorer"] in BASELINES]
+    tie_note = f"; EQUAL to no-learning {group(ties, False)}" if ties else ""
+    if not s["below"]:
+        return "model at or above every peer and baseline (AUROC, AUPRC, per-TF AUROC)" + tie_note
+    return "model BELOW " + group(s["below"], True) + tie_note
 
 
 def markdown(report: dict) -> str:
@@ -259,6 +268,10 @@ def markdown(report: dict) -> str:
                 f"| {s['best_baseline']} | {_iv(s['per_tf_diff']['best_baseline'])} | {bp or '-'} | "
                 f"{_iv(s['per_tf_diff']['best_peer']) if bp else '-'} | {s['gate_passed']}/{s['n_seeds']} | {_verdict(s)} |"
             )
+        for r in rows:
+            for x in (r["protocols"].get(protocol) or {}).get("seeds", []):
+                if "skipped" in x:
+                    lines.append(f"\n{r['dataset']} seed {x['seed']} not run: {x['skipped']}")
         lines += ["", f"Every scorer, {protocol} (test, mean ± std over seeds):", ""]
         lines += ["| dataset | scorer | AUROC | AUPRC | per-TF AUROC |", "|---|---|---|---|---|"]
         for r in rows:
