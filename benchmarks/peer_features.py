@@ -191,6 +191,23 @@ def markdown(report: dict, command: str) -> str:
         ]
         base = mean_std(r["base"]["test_per_tf_auroc"] for r in rs)
         lines.append(f"| {ds} | {pr} | {len(rs)} | " + " | ".join(cells) + f" | {base[0]:.3f} | {improved}/{len(rs)} |")
+    rows = report["rows"]
+    improved = sum(r["peers"]["val_select"] > r["base"]["val_select"] for r in rows)
+    strict = [r for r in rows if r["protocol"] != "genelink"]
+    m, sd = mean_std(r["peers"]["val_select"] - r["base"]["val_select"] for r in strict)
+    keep = improved > len(rows) / 2 and m > 0
+    lines += [
+        "",
+        f"Validation selection metric improved in {improved} of {len(rows)} runs; on the strict splits "
+        f"(heldout_tf, heldout_target) its mean change is {m:+.4f} ± {sd:.4f} over {len(strict)} runs. "
+        + (
+            "Decision: the peer inputs help on validation; worth wiring as an option."
+            if keep
+            else "Decision: NOT adopted (no consistent validation gain; the head's peer inputs stay unbuilt, "
+            "default off). Where the checkpoint is the prior itself (best epoch 0), extra pair inputs cannot "
+            "matter: the prior already wins validation."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -204,8 +221,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "peer_features.json")
     args = ap.parse_args(argv)
     report = run(args)
-    command = "OMP_NUM_THREADS=1 python benchmarks/peer_features.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
+    command = " ".join(
+        ["OMP_NUM_THREADS=1 python benchmarks/peer_features.py", *(argv if argv is not None else sys.argv[1:])]
     )
     args.out.write_text(json.dumps({"command": command, **report}, indent=1))
     args.out.with_suffix(".md").write_text(markdown(report, command))

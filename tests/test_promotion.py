@@ -192,3 +192,19 @@ def test_mhscl_seed1_challenger_is_no_longer_penalised_by_the_champions_training
     assert decision.champion.status in ("better", "not_better")  # large enough to decide
     assert decision.champion.fair["n_pairs"] == fair.n_pairs and f"{fair.n_pairs} pairs" in decision.reason
     assert decision.champion.champion_value == pytest.approx(evaluate_scores(fair.pairs, cp_fair)["auprc"])
+
+
+def test_hhep_model_that_is_its_label_count_prior_is_not_crowned():
+    """hHEP/TFs500 (GENELink protocol): the checkpoint chosen on validation is the label_count prior
+    itself (benchmarks/results/peers.md: per-TF Δ -0.001 [-0.002, +0.000]), so no champion."""
+    from scregnet.data import load_beeline
+    from scregnet.experiment import run_experiment
+
+    data = load_beeline(shared_path("beeline", "Specific", "hHEP", "TFs500"))
+    cfg = RunConfig()
+    ev = run_experiment(data, cfg, None, seed=0).evaluation
+    decision = gate(cfg.registry, ev.test_pairs, ev.test_scores, ev.baseline_test_scores)
+    assert not decision.promoted and decision.baselines.status == "failed"
+    assert decision.baselines.binding in ("label_count", "target_popularity")
+    iv = decision.baselines.intervals["label_count"]
+    assert iv.lo <= 0 and abs(iv.mean) < 0.01 and iv.n == 30
