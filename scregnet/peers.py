@@ -250,7 +250,7 @@ def _rank_columns(a: sp.csc_matrix) -> sp.csc_matrix:
     return out
 
 
-def _abs_correlation(a: sp.csc_matrix, rows: np.ndarray) -> np.ndarray:
+def _abs_correlation(a: sp.csc_matrix, rows: np.ndarray, block: int = 256) -> np.ndarray:
     """|Pearson r| of columns `rows` (int [T]) against every column of a ([cells, G]): float32 [T, G].
 
     NaN where either column is constant, and on each regulator's own column.
@@ -262,14 +262,18 @@ def _abs_correlation(a: sp.csc_matrix, rows: np.ndarray) -> np.ndarray:
     col = np.repeat(np.arange(a.shape[1]), nnz)
     ss = np.bincount(col, weights=(a.data - mean[col]) ** 2, minlength=a.shape[1]) + (n - nnz) * mean**2
     std = np.sqrt(ss / n)
-    cross = (a[:, rows].T @ a).toarray() / n  # [T, G], cost ~ non-zeros
-    cov = cross - mean[rows][:, None] * mean[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = cov / (std[rows][:, None] * std[None, :])
-    r[:, std == 0] = np.nan
-    r[std[rows] == 0, :] = np.nan
-    r[np.arange(len(rows)), rows] = np.nan
-    return np.abs(np.clip(r, -1.0, 1.0)).astype(np.float32)
+    out = np.empty((len(rows), a.shape[1]), dtype=np.float32)
+    for lo in range(0, len(rows), block):  # blocks of regulators bound the float64 temporaries
+        r_idx = rows[lo : lo + block]
+        cross = (a[:, r_idx].T @ a).toarray() / n  # [b, G], cost ~ non-zeros
+        cov = cross - mean[r_idx][:, None] * mean[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = cov / (std[r_idx][:, None] * std[None, :])
+        r[:, std == 0] = np.nan
+        r[std[r_idx] == 0, :] = np.nan
+        r[np.arange(len(r_idx)), r_idx] = np.nan
+        out[lo : lo + block] = np.abs(np.clip(r, -1.0, 1.0))
+    return out
 
 
 # ----------------------------------------------------------------------------- tree peers
