@@ -172,6 +172,48 @@ class RegistryConfig(_Section):
     promotion_metric: Literal["auroc", "auprc"] = "auprc"
     promotion_margin: float = 0.0  # challenger must beat champion by more than this
     enabled: bool = True  # False: train and evaluate only, register nothing
+    # Fair champion comparison (scregnet/promotion.py): both models are scored only on the
+    # challenger's test pairs that the champion neither trained nor selected a checkpoint on.
+    # Below these sizes the set cannot decide: the champion stays. 20 positives keep the AUPRC
+    # standard error near 0.05; 3 TFs, because pairs of one TF are not independent.
+    fair_min_pairs: int = 100
+    fair_min_positives: int = 20
+    fair_min_tfs: int = 3
+    # Gate against the no-learning baselines, on the challenger's own test part: the lower bound
+    # of the paired bootstrap interval (over TFs) of per-TF AUROC (model - baseline) must exceed
+    # baseline_margin for EVERY baseline. 0.0 = "better than no learning, with 95 % confidence".
+    baseline_gate: bool = True
+    baseline_margin: float = 0.0
+    baseline_min_tfs: int = 3  # fewer test TFs with both classes: no interval, not promoted
+    bootstrap_samples: int = 2000
+    bootstrap_level: float = 0.95
+    bootstrap_seed: int = 0
+
+
+class PeerConfig(_Section):
+    """What a lab would run instead of the model (scregnet/peers.py): unsupervised scores of
+    every (TF, gene) pair from the expression alone, or from a gene embedding."""
+
+    peers: list[Literal["grnboost2", "genie3", "pearson", "spearman", "embedding_cosine"]] = Field(
+        default_factory=lambda: ["grnboost2", "pearson", "spearman", "embedding_cosine"]
+    )
+    # GRNBoost2 as arboreto runs it (SCENIC's default): stochastic gradient boosting per target
+    # gene on the regulators' expression, stopped when the mean out-of-bag improvement over the
+    # last `early_stop_window` trees turns negative; importance x number of trees.
+    gb_learning_rate: float = 0.01
+    gb_max_estimators: int = 5000
+    gb_max_features: float = 0.1
+    gb_subsample: float = 0.9
+    gb_early_stop_window: int = 25
+    # GENIE3 (Huynh-Thu et al. 2010): a random forest per target gene, importance normalised
+    # per target, 1,000 trees as in the paper (~0.3-2 s per target gene on one core: opt-in).
+    rf_n_estimators: int = 1000
+    rf_max_features: Literal["sqrt", "all"] = "sqrt"
+    # Tree peers cost ~cells x genes: beyond this many cells a seeded random subset is used.
+    max_cells: int | None = 5000
+    seed: int = 0
+    n_jobs: int = 1  # worker processes for the tree peers (results do not depend on it)
+    cache: bool = True  # score matrices under $SCREGNET_HOME/peers/, keyed by expression content
 
 
 class TrackingConfig(_Section):
