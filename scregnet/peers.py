@@ -156,6 +156,7 @@ def _settings(name: str, cfg: PeerConfig) -> dict:
 
 
 def cache_key(name: str, expression_hash: str, regulators: list[str], cfg: PeerConfig) -> str:
+    """Cache file stem of a peer matrix: sha256 of the peer, expression, regulators and settings."""
     payload = {
         "algorithm_version": ALGORITHM_VERSION,
         "peer": name,
@@ -167,6 +168,7 @@ def cache_key(name: str, expression_hash: str, regulators: list[str], cfg: PeerC
 
 
 def cache_dir() -> Path:
+    """Where peer matrices are cached ($SCREGNET_HOME/peers)."""
     from scregnet.home import home
 
     return home() / "peers"

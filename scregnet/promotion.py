@@ -51,6 +51,7 @@ class SeenPairs:
 
     @classmethod
     def load(cls, path: str | Path) -> SeenPairs:
+        """Read pairs saved by `save`."""
         with np.load(path, allow_pickle=False) as z:
             return cls([str(g) for g in z["genes"]], z["pairs"].astype(np.int64))
 
@@ -77,10 +78,12 @@ class FairSet:
 
     @property
     def n_pairs(self) -> int:
+        """Pairs in the fair set."""
         return int(len(self.pairs))
 
     @property
     def n_positives(self) -> int:
+        """Positive pairs in the fair set."""
         return int(self.pairs[:, 2].sum()) if len(self.pairs) else 0
 
     @property
@@ -95,6 +98,7 @@ class FairSet:
         return int((pos & neg).sum())
 
     def summary(self) -> dict[str, int]:
+        """Sizes: candidates, seen, missing genes, kept pairs, positives, TFs."""
         return {
             "n_candidates": self.n_candidates,
             "n_seen": self.n_seen,
@@ -155,10 +159,12 @@ class ChampionComparison:
 
     @property
     def passed(self) -> bool:
+        """True when there is no champion or the challenger beat it."""
         return self.status in ("no_champion", "better")
 
 
 def no_champion(metric: str = "auprc") -> ChampionComparison:
+    """The comparison when no champion exists yet (the challenger may be promoted)."""
     return ChampionComparison("no_champion", "no champion yet", metric, 0.0)
 
 
@@ -239,6 +245,7 @@ class BaselineCheck:
 
     @property
     def passed(self) -> bool:
+        """True when the baselines check passed or is disabled."""
         return self.status in ("passed", "disabled")
 
 
@@ -296,6 +303,7 @@ class GateDecision:
     forced: bool = False
 
     def as_dict(self) -> dict:
+        """The decision as a JSON-able dict."""
         return asdict(self)
 
     def tags(self) -> dict[str, str]:

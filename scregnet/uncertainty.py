@@ -66,6 +66,7 @@ class PairedPerTF:
 
     @property
     def diff(self) -> np.ndarray:
+        """Per-TF differences a - b [T]."""
         return self.a - self.b
 
 
@@ -89,6 +90,7 @@ class BootstrapInterval:
     n_boot: int
 
     def as_dict(self) -> dict:
+        """The interval as a JSON-able dict."""
         return asdict(self)
 
     def __str__(self) -> str:
