@@ -1,4 +1,4 @@
-"""The training pipeline: ingest -> validate -> embed -> train -> evaluate -> register."""
+"""The training pipeline: ingest -> validate -> embed -> train (and peers) -> evaluate -> register."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from scregnet.registry import model_name
 from steps.embed.embed import embed
 from steps.embed.shards import add_gene_sums, embed_shard, finalize_embedding
 from steps.evaluate.evaluate import evaluate
+from steps.evaluate.peers import peers
 from steps.ingest.ingest import ingest
 from steps.register.register import register
 from steps.train.train import train
@@ -25,7 +26,8 @@ from steps.validate.validate import validate
 def training_pipeline(config: RunConfig) -> None:
     expression, priors, gene_embedding = validated_inputs(config)
     model, split, run_id = train(expression, priors, gene_embedding, config, after="validate")
-    metrics, _ = evaluate(model, split, config, run_id)
+    peer_scores = peers(expression, priors, gene_embedding, config.peers)
+    metrics, _ = evaluate(model, split, config, run_id, peer_scores)
     register(model, split, metrics, config, run_id)
 
 

@@ -209,8 +209,11 @@ class PeerConfig(_Section):
     # per target, 1,000 trees as in the paper (~0.3-2 s per target gene on one core: opt-in).
     rf_n_estimators: int = 1000
     rf_max_features: Literal["sqrt", "all"] = "sqrt"
-    # Tree peers cost ~cells x genes: beyond this many cells a seeded random subset is used.
-    max_cells: int | None = 5000
+    # Tree peers cost ~cells x genes (one regression per gene): beyond `max_cells` cells a seeded
+    # random subset is used (every BEELINE dataset has fewer), and beyond `tree_max_genes` genes
+    # they are left out with a logged reason (GRNBoost2 on 30,000 genes takes hours on 2 cores).
+    max_cells: int | None = 1000
+    tree_max_genes: int = 5000
     seed: int = 0
     n_jobs: int = 1  # worker processes for the tree peers (results do not depend on it)
     cache: bool = True  # score matrices under $SCREGNET_HOME/peers/, keyed by expression content
@@ -258,6 +261,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    peers: PeerConfig = Field(default_factory=PeerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     # Free-form settings for the orchestrator (read by pipelines/, ignored by the core).

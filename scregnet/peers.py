@@ -431,25 +431,83 @@ def compute_peer(name: str, adata, regulators: list[str], cfg: PeerConfig | None
     return matrix
 
 
+def skip_reason(name: str, adata, embedding: GeneEmbedding | None, cfg: PeerConfig) -> str | None:
+    """Why peer `name` is left out of this run (None: it is computed)."""
+    if name == "embedding_cosine" and (embedding is None or embedding.dim == 0):
+        return "this run has no gene embedding"
+    if name in TREE_PEERS and adata.n_vars > cfg.tree_max_genes:
+        return (
+            f"{adata.n_vars:,} genes > peers.tree_max_genes ({cfg.tree_max_genes:,}): one regression per gene "
+            "would take hours; raise the limit to include it"
+        )
+    return None
+
+
 def compute_peers(
     adata,
     regulators: list[str],
     cfg: PeerConfig | None = None,
     embedding: GeneEmbedding | None = None,
     names: list[str] | tuple[str, ...] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, PeerMatrix]:
-    """Every configured peer's matrix; `embedding_cosine` only with a non-empty embedding (else absent)."""
+    """Every configured peer's matrix; peers that cannot run here are left out (`skip_reason`), with
+    the reason logged and, if given, put into `skipped`."""
     cfg = cfg or PeerConfig()
     out = {}
     for name in names or cfg.peers:
+        why = skip_reason(name, adata, embedding, cfg)
+        if why is not None:
+            log.info("peer %s left out: %s", name, why)
+            if skipped is not None:
+                skipped[name] = why
+            continue
         if name == "embedding_cosine":
-            if embedding is None or embedding.dim == 0:
-                log.info("peer embedding_cosine: this run has no gene embedding; left out")
-                continue
             out[name] = embedding_cosine(embedding, list(regulators), [str(g) for g in adata.var_names])
         else:
             out[name] = compute_peer(name, adata, regulators, cfg)
     return out
+
+
+@dataclass
+class PeerScores:
+    """A run's peer matrices (name -> PeerMatrix) and the peers left out with their reasons."""
+
+    matrices: dict[str, PeerMatrix] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, dataset, cfg: PeerConfig, embedding: GeneEmbedding | None = None) -> PeerScores:
+        """Every configured peer of a GRNDataset (regulators: its TFs with a prior positive)."""
+        skipped: dict[str, str] = {}
+        matrices = compute_peers(dataset.adata, dataset.tfs, cfg, embedding, skipped=skipped)
+        return cls(matrices, skipped)
+
+    def save(self, directory: str | Path) -> None:
+        """One `<name>.npz` per peer (scores, regulators, genes, meta as JSON) plus `skipped.json`; no pickle."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, m in self.matrices.items():
+            _save(m, directory / f"{name}.npz")
+        (directory / "skipped.json").write_text(json.dumps(self.skipped, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PeerScores:
+        """Read what `save` wrote."""
+        directory = Path(directory)
+        matrices = {}
+        for path in sorted(directory.glob("*.npz")):
+            with np.load(path, allow_pickle=False) as z:
+                matrices[path.stem] = PeerMatrix(
+                    path.stem,
+                    [str(r) for r in z["regulators"]],
+                    [str(g) for g in z["genes"]],
+                    z["scores"],
+                    json.loads(str(z["meta"])),
+                )
+        skipped_file = directory / "skipped.json"
+        skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else {}
+        return cls(matrices, skipped)
 
 
 def dataset_peers(

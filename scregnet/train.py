@@ -65,6 +65,7 @@ class TrainResult:
     seconds: float = 0.0
     stopped_early: bool = False
     train_positives: np.ndarray | None = None  # int64 [E, 2] (tf, target) the model was trained on
+    seen_pairs: np.ndarray | None = None  # int64 [m, 2] train + validation pairs (trained on or selected on)
 
 
 def build_model(inputs: ModelInputs, model_cfg) -> ScRegNet:
@@ -308,6 +309,7 @@ def fit(
         seconds,
         stopped_early,
         split.train_positive_edges(),
+        np.concatenate([split.train[:, :2], split.val[:, :2]]).astype(np.int64),
     )
 
 
@@ -325,4 +327,5 @@ def bundle(result: TrainResult, inputs: ModelInputs, model_cfg, **meta) -> Model
             **meta,
         },
         None if result.train_positives is None else torch.from_numpy(result.train_positives),
+        result.seen_pairs,
     )

@@ -43,8 +43,7 @@ def registered(mlflow_server, synthetic):
     run_id = tracker(cfg).start_run({"dataset": DATASET}, cfg.flat())
     result = run_experiment(synthetic, cfg, None, seed=0)
     uri = registry.log_model(run_id, result.model, cfg)
-    test = {k: v for k, v in result.evaluation.model["test"].items() if k in ("auroc", "auprc")}
-    decision = registry.register(run_id, uri, NAME, test, result.split.hash(), tracking=cfg)
+    decision = registry.register(run_id, uri, NAME, result.model, result.split, cfg.registry, tracking=cfg)
     registry.apply_promotion(decision, None, cfg)
     tracker(cfg).end_run(run_id, "FINISHED")
     assert decision.promoted and decision.version == "1"

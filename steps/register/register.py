@@ -6,7 +6,7 @@ from typing import Annotated
 
 from zenml import get_step_context, step
 
-from scregnet import registry
+from scregnet import audit, registry
 from scregnet.config import RunConfig
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
@@ -21,6 +21,13 @@ def mirror_to_zenml(promoted: bool) -> None:
         model.set_stage("production" if promoted else "staging", force=True)
 
 
+def _pipeline_run_name() -> str:
+    try:
+        return get_step_context().pipeline_run.name
+    except Exception:  # called outside a pipeline (entrypoint tests)
+        return "standalone"
+
+
 @step(enable_cache=False)
 def register(
     model: ModelBundle, split: Split, metrics: dict, config: RunConfig, mlflow_run_id: str
@@ -33,7 +40,6 @@ def register(
                 return {"registered": False}
             name = registry.model_name(config.registry.model_prefix, model.meta["dataset"])
             uri = registry.log_model(mlflow_run_id, model, mlflow)
-            test = {k: v for k, v in metrics["test"].items() if k in ("auroc", "auprc", "per_tf_auroc", "per_tf_auprc")}
             zenml_version = str(get_step_context().model.version) if get_step_context().model else ""
             # A kill waits for this block: no version, or a complete one with its run FINISHED.
             with signals_deferred():
@@ -41,16 +47,25 @@ def register(
                     mlflow_run_id,
                     uri,
                     name,
-                    test,
-                    split.hash(),
-                    metric=config.registry.promotion_metric,
-                    margin=config.registry.promotion_margin,
-                    split_test=split.test,
-                    genes=model.genes,
+                    model,
+                    split,
+                    config.registry,
                     tracking=mlflow,
                     extra_tags={"zenml_model_version": zenml_version},
                 )
+                before = registry.current_champion(name, mlflow)
                 registry.apply_promotion(decision, mirror_to_zenml, mlflow)
+                audit.record_event(
+                    name,
+                    "promoted" if decision.promoted else "kept",
+                    decision.version,
+                    str(before.version) if before is not None else None,
+                    decision.version if decision.promoted else (str(before.version) if before is not None else None),
+                    decision.reason,
+                    decision.numbers,
+                    actor=f"{audit.who()} via pipeline run {_pipeline_run_name()}",
+                    tracking=mlflow,
+                )
                 mlflow.set_tags(
                     mlflow_run_id,
                     {
