@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from scregnet.data import GRNDataset, _dense
+from scregnet.data import GRNDataset
 from scregnet.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,47 @@ class ValidationReport:
 
 
 def _gene_frame(dataset: GRNDataset) -> pd.DataFrame:
-    x = _dense(dataset.adata.X).astype(np.float64)  # cells x genes
-    finite = np.isfinite(x)
-    with np.errstate(invalid="ignore"):
-        neg = np.where(finite, x < 0, False)
-        minimum = np.where(finite, x, np.inf).min(axis=0) if x.shape[0] else np.zeros(x.shape[1])
+    """One row per gene: counts of non-finite and negative values and the smallest finite value,
+    from the stored values of a sparse matrix (implicit zeros count as 0) or from row blocks of
+    a dense one; never a dense or float64 copy of the whole matrix."""
+    x = dataset.adata.X  # cells x genes
+    n_cells, n_genes = x.shape
+    nonfinite = np.zeros(n_genes, dtype=np.int64)
+    negative = np.zeros(n_genes, dtype=np.int64)
+    minimum = np.full(n_genes, np.inf)
+    if sp.issparse(x):
+        x = x.tocsr() if x.format not in ("csr", "csc") else x
+        data = np.asarray(x.data)
+        # column of each stored value: CSR stores it in `indices`, CSC in the indptr runs
+        cols = x.indices if x.format == "csr" else np.repeat(np.arange(n_genes), np.diff(x.indptr))
+        finite = np.isfinite(data)
+        all_finite = bool(finite.all())
+        if not all_finite:
+            nonfinite += np.bincount(cols[~finite], minlength=n_genes)
+        with np.errstate(invalid="ignore"):
+            neg = data < 0  # NaN compares False
+        if neg.any():
+            negative += np.bincount(cols[neg], minlength=n_genes)
+        np.minimum.at(minimum, *((cols, data) if all_finite else (cols[finite], data[finite])))
+        stored = np.bincount(cols, minlength=n_genes)
+        minimum[stored < n_cells] = np.minimum(minimum[stored < n_cells], 0.0)  # implicit zeros
+    else:
+        x = np.asarray(x)
+        rows = max(1, (1 << 22) // max(1, n_genes))
+        for lo in range(0, n_cells, rows):
+            block = x[lo : lo + rows].astype(np.float64)
+            finite = np.isfinite(block)
+            nonfinite += (~finite).sum(axis=0)
+            with np.errstate(invalid="ignore"):
+                negative += np.where(finite, block < 0, False).sum(axis=0)
+            minimum = np.minimum(minimum, np.where(finite, block, np.inf).min(axis=0))
+    if n_cells == 0:
+        minimum = np.zeros(n_genes)
     return pd.DataFrame(
         {
             "gene": [str(g) for g in dataset.adata.var_names],
-            "n_nonfinite": (~finite).sum(axis=0).astype(int),
-            "n_negative": neg.sum(axis=0).astype(int),
+            "n_nonfinite": nonfinite.astype(int),
+            "n_negative": negative.astype(int),
             "min_value": minimum,
         }
     )

@@ -15,6 +15,7 @@ from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
 from scregnet.embeddings import GeneEmbedding
 from scregnet.plots import training_curves_figure
+from scregnet.preprocess import run_params
 from scregnet.priors_store import prior_manifest_tags
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split, make_split
@@ -48,6 +49,14 @@ def train(
             tracking.with_retries(
                 lambda: tracking.client(config).log_artifact(run_id, str(config.data.prior_manifest), "priors"),
                 "upload the prior manifest",
+            )
+        info = expression.uns.get("preprocess")
+        if info:  # what preprocessing resolved (input kind, genes kept, node features), beside the config
+            from mlflow.entities import Param
+
+            params = [Param(k, v) for k, v in run_params(info).items()]
+            tracking.with_retries(
+                lambda: tracking.client(config).log_batch(run_id, params=params), "log the preprocessing params"
             )
         inputs = ModelInputs.build(dataset, gene_embedding)
         result = fit(inputs, split, config.model, config.train)
