@@ -228,26 +228,27 @@ def preprocess(adata, priors: pd.DataFrame, cfg, source: str = "h5ad"):
 
 
 def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, info: dict):
+    """QC, normalisation and gene selection, subsetting `adata` in place (scanpy's own
+    `_inplace_subset_obs/var`): the caller's object shrinks and the full arrays are freed, so
+    at most ~3 copies of the (filtered) non-zeros exist at once: X, the counts, scanpy's HVG copy."""
     import scanpy as sc
 
     path = _source_path(adata)
-    with _stage(info, "counts layer", kind.counts_from or "none"):
-        adata.X = _csr32(adata.X)
-        if kind.counts_from == "X":
-            adata.layers[COUNTS_LAYER] = adata.X.copy()
-        elif kind.counts_from == "layers['counts']":
-            adata.layers[COUNTS_LAYER] = _csr32(adata.layers[COUNTS_LAYER])
-        elif kind.counts_from == "raw":
-            adata.layers[COUNTS_LAYER] = _csr32(_raw_counts(adata)[0])
-        # Only X and the counts travel on: .raw and other layers would carry every gene along.
-        dropped = [k for k in adata.layers if k != COUNTS_LAYER or not kind.counts_from]
-        for k in dropped:
-            del adata.layers[k]
-        info["dropped"] = {"layers": dropped, "raw": adata.raw is not None}
-        adata.raw = None
+    adata.X = _csr32(adata.X)
+    raw_counts = _csr32(_raw_counts(adata)[0]) if kind.counts_from == "raw" else None
+    keep_layer = kind.counts_from == "layers['counts']"
+    # Only X and the counts travel on: .raw and other layers would carry every gene along.
+    dropped = [k for k in adata.layers if not (keep_layer and k == COUNTS_LAYER)]
+    for k in dropped:
+        del adata.layers[k]
+    if keep_layer:
+        adata.layers[COUNTS_LAYER] = _csr32(adata.layers[COUNTS_LAYER])
+    info["dropped"] = {"layers": dropped, "raw": adata.raw is not None}
+    adata.raw = None
 
     with _stage(info, "QC filters"):
         n_cells, n_genes = adata.n_obs, adata.n_vars
+        # X's non-zeros are those of the counts (log1p keeps zeros), so genes per cell come from X.
         keep_cells, n_genes_per_cell = sc.pp.filter_cells(adata, min_genes=cfg.min_genes_per_cell, inplace=False)
         adata.obs["n_genes"] = n_genes_per_cell
         is_mt = adata.var_names.str.startswith(MT_PREFIXES)
@@ -257,12 +258,15 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
             if not is_mt.any():
                 log.warning("preprocess: max_pct_mt is set but no gene starts with MT-/mt-; no mitochondrial filter")
             else:
-                adata.var["mt"] = is_mt
-                layer = COUNTS_LAYER if COUNTS_LAYER in adata.layers else None
-                sc.pp.calculate_qc_metrics(
-                    adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True, layer=layer
-                )
-                high_mt = adata.obs["pct_counts_mt"].to_numpy() > cfg.max_pct_mt
+                if not kind.counts_from:
+                    log.warning("preprocess: no raw counts; the mitochondrial fraction is computed on X as given")
+                qc = _with_counts(adata, raw_counts) if raw_counts is not None else adata
+                qc.var["mt"] = is_mt
+                layer = COUNTS_LAYER if COUNTS_LAYER in qc.layers else None
+                sc.pp.calculate_qc_metrics(qc, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True, layer=layer)
+                pct = qc.obs["pct_counts_mt"].to_numpy()
+                adata.obs["pct_counts_mt"] = pct
+                high_mt = pct > cfg.max_pct_mt
                 dropped_mt = int((keep_cells & high_mt).sum())
                 keep_cells &= ~high_mt
         if not keep_cells.any():
@@ -273,7 +277,8 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
                 path,
             )
         if not keep_cells.all():
-            adata = adata[keep_cells].copy()
+            adata._inplace_subset_obs(keep_cells)
+            raw_counts = raw_counts[keep_cells] if raw_counts is not None else None
         keep_genes, _ = sc.pp.filter_genes(adata, min_cells=cfg.min_cells_per_gene, inplace=False)
         if not keep_genes.any():
             raise DataError(
@@ -283,7 +288,8 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
             )
         unexpressed = adata.var_names[~keep_genes]
         if not keep_genes.all():
-            adata = adata[:, keep_genes].copy()
+            adata._inplace_subset_var(keep_genes)
+            raw_counts = raw_counts[:, keep_genes] if raw_counts is not None else None
         info["qc"] = {
             "cells_dropped_min_genes": int(n_cells - keep_cells.sum() - dropped_mt),
             "cells_dropped_mt": dropped_mt,
@@ -305,6 +311,13 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
             cfg.min_cells_per_gene,
         )
 
+    with _stage(info, "counts layer", kind.counts_from or "none"):
+        if kind.counts_from == "X":
+            adata.layers[COUNTS_LAYER] = adata.X.copy()
+        elif raw_counts is not None:
+            adata.layers[COUNTS_LAYER] = raw_counts
+        del raw_counts
+
     if kind.kind == "counts":
         with _stage(info, "normalise", f"normalize_total({cfg.target_sum:g}) + log1p, {adata.X.nnz:,} non-zeros"):
             if kind.counts_from != "X":
@@ -317,8 +330,18 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
 
     with _stage(info, "gene selection"):
         keep = select_genes(adata, priors, cfg, info)
-        adata = adata[:, keep].copy()
+        if not keep.all():
+            adata._inplace_subset_var(keep)
     return adata
+
+
+def _with_counts(adata, counts):
+    """An AnnData with `adata`'s names and `counts` in layers["counts"] (for QC metrics)."""
+    import anndata as ad
+
+    out = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
+    out.layers[COUNTS_LAYER] = counts
+    return out
 
 
 def select_genes(adata, priors: pd.DataFrame, cfg, info: dict) -> np.ndarray:

@@ -43,6 +43,19 @@ class ValidationReport:
             raise ValidationFailed(self.problems, self.report_path)
 
 
+def _stored_chunks(x, size: int = 1 << 22):
+    """(column index, value) arrays of a CSR/CSC matrix's stored values, `size` at a time."""
+    if x.format == "csr":
+        for lo in range(0, x.nnz, size):
+            yield x.indices[lo : lo + size], x.data[lo : lo + size]
+    else:  # CSC: a block of columns at a time, column ids from the indptr runs
+        step = max(1, x.shape[1] * size // max(x.nnz, 1))
+        for j0 in range(0, x.shape[1], step):
+            j1 = min(j0 + step, x.shape[1])
+            runs = np.diff(x.indptr[j0 : j1 + 1])
+            yield np.repeat(np.arange(j0, j1), runs), x.data[x.indptr[j0] : x.indptr[j1]]
+
+
 def _gene_frame(dataset: GRNDataset) -> pd.DataFrame:
     """One row per gene: counts of non-finite and negative values and the smallest finite value,
     from the stored values of a sparse matrix (implicit zeros count as 0) or from row blocks of
@@ -54,20 +67,26 @@ def _gene_frame(dataset: GRNDataset) -> pd.DataFrame:
     minimum = np.full(n_genes, np.inf)
     if sp.issparse(x):
         x = x.tocsr() if x.format not in ("csr", "csc") else x
-        data = np.asarray(x.data)
-        # column of each stored value: CSR stores it in `indices`, CSC in the indptr runs
-        cols = x.indices if x.format == "csr" else np.repeat(np.arange(n_genes), np.diff(x.indptr))
-        finite = np.isfinite(data)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            nonfinite += np.bincount(cols[~finite], minlength=n_genes)
-        with np.errstate(invalid="ignore"):
-            neg = data < 0  # NaN compares False
-        if neg.any():
-            negative += np.bincount(cols[neg], minlength=n_genes)
-        np.minimum.at(minimum, *((cols, data) if all_finite else (cols[finite], data[finite])))
-        stored = np.bincount(cols, minlength=n_genes)
-        minimum[stored < n_cells] = np.minimum(minimum[stored < n_cells], 0.0)  # implicit zeros
+        stored = np.zeros(n_genes, dtype=np.int64)
+        # Chunks of stored values: bounded temporaries (bincount would copy all indices to int64).
+        for cols, data in _stored_chunks(x):
+            finite = np.isfinite(data)
+            stored += np.bincount(cols, minlength=n_genes)
+            if not finite.all():
+                nonfinite += np.bincount(cols[~finite], minlength=n_genes)
+            with np.errstate(invalid="ignore"):
+                neg = data < 0  # NaN compares False
+            if neg.any():
+                negative += np.bincount(cols[neg], minlength=n_genes)
+                np.minimum.at(minimum, cols[neg], data[neg])
+        # Smallest value: 0 where a column has implicit zeros, unless a stored value is lower;
+        # only columns with every cell stored need all their values looked at.
+        minimum[stored < n_cells] = np.minimum(minimum[stored < n_cells], 0.0)
+        full = stored == n_cells
+        if full.any():
+            for cols, data in _stored_chunks(x):
+                pick = full[cols] & np.isfinite(data)
+                np.minimum.at(minimum, cols[pick], data[pick])
     else:
         x = np.asarray(x)
         rows = max(1, (1 << 22) // max(1, n_genes))

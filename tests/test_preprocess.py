@@ -91,9 +91,27 @@ def test_log_input_with_counts_layer_is_not_renormalised_and_keeps_counts(counts
     np.testing.assert_array_equal(out.layers["counts"].toarray(), x[rows][:, cols].toarray())
 
 
+def test_counts_from_raw_become_the_layer_and_feed_the_mitochondrial_filter(counts):
+    x = counts.adata.X
+    logged = ad.AnnData(_lognorm(x).astype(np.float32), obs=counts.adata.obs.copy(), var=counts.adata.var.copy())
+    logged.raw = ad.AnnData(x.copy(), var=counts.adata.var.copy())
+    logged.layers["spliced"] = x.copy()  # other layers do not travel on
+    mt = counts.adata.var_names.isin(MT_GENES)
+    pct = 100 * np.asarray(x[:, mt].sum(axis=1)).ravel() / np.asarray(x.sum(axis=1)).ravel()
+    limit = float(np.percentile(pct, 80))
+    out = preprocess(logged, counts.priors, _cfg(n_top_genes="all", min_genes_per_cell=0, max_pct_mt=limit))
+    info = out.uns["preprocess"]
+    assert info["counts_from"] == "raw" and info["dropped"]["layers"] == ["spliced"] and info["dropped"]["raw"]
+    assert out.raw is None and list(out.layers) == ["counts"]
+    assert list(out.obs_names) == list(counts.adata.obs_names[pct <= limit])
+    rows = pd.Index(counts.adata.obs_names).get_indexer(out.obs_names)
+    cols = pd.Index(counts.adata.var_names).get_indexer(out.var_names)
+    np.testing.assert_array_equal(out.layers["counts"].toarray(), x[rows][:, cols].toarray())
+
+
 def test_counts_are_normalised_and_kept_in_a_layer(counts):
-    x = counts.adata.X.copy()
-    out = preprocess(counts.adata, counts.priors, _cfg(n_top_genes="all"))
+    x = counts.adata.X
+    out = preprocess(counts.expression(), counts.priors, _cfg(n_top_genes="all"))
     info = out.uns["preprocess"]
     assert info["applied"] and info["input"] == "counts" and info["counts_from"] == "X"
     assert sp.issparse(out.X) and out.X.format == "csr" and sp.issparse(out.layers["counts"])
@@ -118,7 +136,7 @@ def test_qc_filters_cells_by_genes_and_mitochondria_then_genes_by_cells(counts):
     keep_genes = np.asarray((x[keep_cells] > 0).sum(axis=0)).ravel() >= min_cells
 
     out = preprocess(
-        counts.adata,
+        counts.expression(),  # preprocess subsets its input in place
         counts.priors,
         _cfg(min_genes_per_cell=min_genes, max_pct_mt=max_mt, min_cells_per_gene=min_cells, n_top_genes="all"),
     )
@@ -295,13 +313,20 @@ def test_validation_gene_frame_from_sparse_values_equals_dense(small_matrix):
     from scregnet.validation import _gene_frame
 
     x, genes = small_matrix
-    x = x.copy()
+    x = x.tolil()
+    x[:, 3] = np.arange(2.0, 302.0)[:, None]  # every cell stored: its minimum is a stored value
+    x = x.tocsr()
     x.data[[0, 10, 20]] = [np.nan, -2.0, np.inf]
     priors = pd.DataFrame({"tf": ["G0"], "target": ["G1"]})
     sparse = _gene_frame(GRNDataset("s", ad.AnnData(NoDense(x), var=pd.DataFrame(index=genes)), priors))
     dense = _gene_frame(GRNDataset("d", ad.AnnData(x.toarray(), var=pd.DataFrame(index=genes)), priors))
     pd.testing.assert_frame_equal(sparse, dense)
+    csc = _gene_frame(GRNDataset("c", ad.AnnData(x.tocsc(), var=pd.DataFrame(index=genes)), priors))
+    pd.testing.assert_frame_equal(csc, dense)
     assert sparse["n_nonfinite"].sum() == 2 and sparse["n_negative"].sum() == 1
+    assert dense.loc[dense["gene"] == "G7", "min_value"].item() == 0
+    col = x[:, 3].toarray().ravel()
+    assert sparse.loc[sparse["gene"] == "G3", "min_value"].item() == col[np.isfinite(col)].min() != 0
 
 
 def test_preprocessing_never_builds_a_dense_cells_by_genes_matrix(tmp_path):
