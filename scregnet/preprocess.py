@@ -91,20 +91,29 @@ def _describe(values: np.ndarray) -> str:
     return f"{values.size:,} sampled stored values, max {float(values.max()):.4g}{example}"
 
 
-def _raw_counts(adata) -> tuple[object | None, str]:
-    """`adata.raw.X` with its genes aligned to `adata.var_names`, or (None, why not)."""
+def _raw_columns(adata) -> np.ndarray | None:
+    """Column of `adata.raw` for each gene of X (matched by name, case-insensitive; by position
+    when the names differ but the gene count is the same), or None when `.raw` cannot supply them."""
     raw = adata.raw
     if raw is None:
-        return None, "no .raw"
+        return None
     names = pd.Index([str(g).upper() for g in raw.var_names])
-    wanted = pd.Index([str(g).upper() for g in adata.var_names])
     if names.is_unique:
-        pos = names.get_indexer(wanted)
+        pos = names.get_indexer(pd.Index([str(g).upper() for g in adata.var_names]))
         if (pos >= 0).all():
-            return raw.X[:, pos], ""
+            return pos
     if raw.n_vars == adata.n_vars:  # renamed genes (e.g. IDs -> symbols), same columns
-        return raw.X, ""
-    return None, f".raw has {raw.n_vars} genes that do not cover the {adata.n_vars} of X"
+        return np.arange(raw.n_vars)
+    log.warning("preprocess: .raw has %d genes that do not cover the %d of X; not used", raw.n_vars, adata.n_vars)
+    return None
+
+
+def _raw_counts(adata):
+    """`adata.raw.X` with its genes aligned to `adata.var_names` (a copy of the non-zeros)."""
+    pos = _raw_columns(adata)
+    x = adata.raw.X
+    same = len(pos) == x.shape[1] and bool((pos == np.arange(len(pos))).all())
+    return x if same else x[:, pos]
 
 
 def detect_input(adata, override: str = "auto", n_sample: int = 100_000, seed: int = 0) -> InputKind:
@@ -117,9 +126,8 @@ def detect_input(adata, override: str = "auto", n_sample: int = 100_000, seed: i
         others.append(
             ("layers['counts']", looks_like_counts(sample_stored_values(adata.layers[COUNTS_LAYER], n_sample)))
         )
-    raw, _ = _raw_counts(adata)
-    if raw is not None:
-        others.append(("raw", looks_like_counts(sample_stored_values(raw, n_sample))))
+    if _raw_columns(adata) is not None:  # the values, not their columns, tell counts: sample raw.X as is
+        others.append(("raw", looks_like_counts(sample_stored_values(adata.raw.X, n_sample))))
     stored_counts = next((name for name, ok in others if ok), "")
     described = _describe(x_values)
     if override == "counts":
@@ -167,6 +175,10 @@ def _stage(info: dict, name: str, detail: str = "") -> Iterator[None]:
 
 def _examples(names) -> list[str]:
     return [str(g) for g in list(names)[:N_EXAMPLES]]
+
+
+def _listed(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) or "none"
 
 
 def _csr32(x):
@@ -235,7 +247,7 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
 
     path = _source_path(adata)
     adata.X = _csr32(adata.X)
-    raw_counts = _csr32(_raw_counts(adata)[0]) if kind.counts_from == "raw" else None
+    raw_counts = _csr32(_raw_counts(adata)) if kind.counts_from == "raw" else None
     keep_layer = kind.counts_from == "layers['counts']"
     # Only X and the counts travel on: .raw and other layers would carry every gene along.
     dropped = [k for k in adata.layers if not (keep_layer and k == COUNTS_LAYER)]
@@ -297,14 +309,12 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
             "genes_dropped_examples": _examples(unexpressed),
         }
         log.info(
-            "preprocess: QC kept %d of %d cells (%d with < %d genes, %d above %s%% mitochondrial), "
-            "%d of %d genes (%d in < %d cells)",
+            "preprocess: QC kept %d of %d cells (%d with < %d genes, %s), %d of %d genes (%d in < %d cells)",
             adata.n_obs,
             n_cells,
             info["qc"]["cells_dropped_min_genes"],
             cfg.min_genes_per_cell,
-            dropped_mt,
-            cfg.max_pct_mt,
+            f"{dropped_mt} above {cfg.max_pct_mt}% mitochondrial" if cfg.max_pct_mt is not None else "no MT filter",
             adata.n_vars,
             n_genes,
             len(unexpressed),
@@ -405,17 +415,17 @@ def select_genes(adata, priors: pd.DataFrame, cfg, info: dict) -> np.ndarray:
         "selected genes (not force-kept, as in BEELINE), e.g. %s",
         int(keep.sum()),
         g["tfs_kept"],
-        ", ".join(g["tfs_kept_examples"][:5]),
+        _listed(g["tfs_kept_examples"]),
         g["hvgs_kept"],
         flavor,
-        ", ".join(g["hvgs_kept_examples"][:5]),
+        _listed(g["hvgs_kept_examples"]),
         g["genes_dropped"],
-        ", ".join(g["genes_dropped_examples"][:5]),
+        _listed(g["genes_dropped_examples"]),
         g["tfs_not_expressed"],
         g["prior_tfs"],
-        ", ".join(g["tfs_not_expressed_examples"][:5]),
+        _listed(g["tfs_not_expressed_examples"]),
         g["prior_targets_dropped"],
-        ", ".join(g["prior_targets_dropped_examples"][:5]),
+        _listed(g["prior_targets_dropped_examples"]),
     )
     return keep
 

@@ -466,3 +466,12 @@ def test_preprocess_step_outputs_what_train_consumes(counts, tmp_path):
     ds = GRNDataset.from_parts(again, counts.priors)
     assert ds.zscored_features().shape == (again.n_vars, 40)
     assert again.uns["preprocess"]["cell_features"] == "metacells"
+
+
+def test_geneformer_counts_transform_ranks_the_counts_layer(counts):
+    from scregnet.embeddings.geneformer import expression_matrix
+
+    out = preprocess(counts.expression(), counts.priors, _cfg(n_top_genes=50))
+    assert expression_matrix(out, "counts") is out.layers["counts"]
+    assert expression_matrix(out, "none") is out.X  # values as given: the log-normalised X
+    assert expression_matrix(counts.adata, "counts") is counts.adata.X  # no layer: X
