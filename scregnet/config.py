@@ -7,7 +7,7 @@ sections) and never invent constants of their own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -68,7 +68,7 @@ class PreprocessConfig(_Section):
     target_sum: float = Field(1e4, gt=0)  # sc.pp.normalize_total, counts input only
     # Every expressed prior TF plus this many most variable other genes (BEELINE's "TFs+1000");
     # "all" keeps every gene that passed the filters.
-    n_top_genes: int | Literal["all"] = 1000
+    n_top_genes: Annotated[int, Field(ge=0)] | Literal["all"] = 1000
     # seurat: dispersions of the log-normalised data (runs on the pinned stack); seurat_v3 ranks
     # counts and needs the scikit-misc package; cell_ranger: seurat's binning by quantiles.
     hvg_flavor: Literal["seurat", "seurat_v3", "cell_ranger"] = "seurat"
