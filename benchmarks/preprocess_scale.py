@@ -142,9 +142,14 @@ def main() -> None:
     ap.add_argument("--pca-sizes", nargs="*", default=["5000x15000"], help="sizes for the PCA before/after rows")
     ap.add_argument("--pipeline-sizes", nargs="*", default=["5000x15000", "50000x30000"], help="sizes run end to end")
     ap.add_argument("--child", nargs=3, metavar=("TASK", "H5AD", "PRIORS"), help=argparse.SUPPRESS)
+    ap.add_argument("--table-only", action="store_true", help="re-render the .md from the committed .json")
+    ap.add_argument("--command", default="--workdir /tmp/scale", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
+        return
+    if args.table_only:
+        write_table(json.loads((RESULTS / "preprocess_scale.json").read_text()), args.command)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -164,12 +169,15 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "preprocess_scale.json").write_text(json.dumps(rows, indent=1))
+    write_table(rows, " ".join(sys.argv[1:]))
+
+
+def write_table(rows: list[dict], command: str) -> None:
+    nnz = {(r.get("n_cells"), r.get("n_genes")): r.get("nnz") for r in rows if r["task"] == "generate"}
     lines = [
         "# Preprocessing and PCA at lab scale (SYNTHETIC raw counts, scregnet.synthetic.write_counts_h5ad)",
         "",
-        f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/preprocess_scale.py "
-        + " ".join(sys.argv[1:])
-        + "`",
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/preprocess_scale.py {command}`",
         "Each row is its own process; peak RSS includes Python, the imports and the loaded .h5ad "
         "(RSS after loading in its own column). Seconds exclude loading, except for the pipeline rows "
         "(the whole `scregnet train` process: ZenML start-up, every step, MLflow). "
@@ -187,7 +195,7 @@ def main() -> None:
             result += "; stages " + ", ".join(f"{k} {v}s" for k, v in r["stages"].items())
         lines.append(
             f"| {r['task']} | {r.get('cells', r.get('n_cells'))} x {r.get('genes', r.get('n_genes'))} | "
-            f"{r.get('nnz', 0):,} | {r.get('seconds', 0):.1f} | {r.get('peak_rss_gib') or 0:.2f} | "
+            f"{r.get('nnz') or nnz.get((r.get('cells'), r.get('genes'))) or 0:,} | {r.get('seconds', 0):.1f} | {r.get('peak_rss_gib') or 0:.2f} | "
             f"{r.get('rss_after_load_gib', '')} | {result} |"
         )
     (RESULTS / "preprocess_scale.md").write_text("\n".join(lines) + "\n")
