@@ -7,7 +7,7 @@ sections) and never invent constants of their own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -59,6 +59,38 @@ class DataConfig(_Section):
                 "data: 'h5ad' needs at least one 'priors' file (CSV/TSV with tf,target columns, GMT or ChIP-Atlas)"
             )
         return self
+
+
+class PreprocessConfig(_Section):
+    """scanpy preprocessing of a lab's AnnData (scregnet/preprocess.py), between validate and embed.
+
+    BEELINE directories are already gene-selected and log-normalised: with `mode: auto` they pass
+    through unchanged, so every BEELINE number stays reproducible.
+    """
+
+    # auto: preprocess .h5ad inputs, pass BEELINE directories through; always / never: override.
+    mode: Literal["auto", "always", "never"] = "auto"
+    # What X holds. auto: integer-valued stored values (sampled) = raw counts, else log-normalised.
+    input: Literal["auto", "counts", "log"] = "auto"
+    min_genes_per_cell: int = Field(200, ge=0)  # sc.pp.filter_cells(min_genes=...)
+    min_cells_per_gene: int = Field(3, ge=0)  # sc.pp.filter_genes(min_cells=...)
+    max_pct_mt: float | None = Field(None, gt=0, le=100)  # cells above this % of MT-/mt- counts are dropped
+    target_sum: float = Field(1e4, gt=0)  # sc.pp.normalize_total, counts input only
+    # Every expressed prior TF plus this many most variable other genes (BEELINE's "TFs+1000");
+    # "all" keeps every gene that passed the filters.
+    n_top_genes: Annotated[int, Field(ge=0)] | Literal["all"] = 1000
+    # seurat: dispersions of the log-normalised data (runs on the pinned stack); seurat_v3 ranks
+    # counts and needs the scikit-misc package; cell_ranger: seurat's binning by quantiles.
+    hvg_flavor: Literal["seurat", "seurat_v3", "cell_ranger"] = "seurat"
+    # Node features of the GNN (and the model's co-expression input). cells: each gene's
+    # expression over the cells; metacells: its mean over `n_metacells` k-means clusters of the
+    # cells' PCA, so the width stops growing with the cells; auto: cells up to `auto_max_cells`.
+    cell_features: Literal["auto", "cells", "metacells"] = "auto"
+    auto_max_cells: int = Field(2000, ge=1)
+    n_metacells: int = Field(500, ge=2)
+    n_pcs: int = Field(50, ge=2)  # cell PCA (arpack, sparse) that the metacells cluster on
+    sample_values: int = Field(100_000, ge=100)  # stored values sampled to detect counts
+    seed: int = 0
 
 
 class SplitConfig(_Section):
@@ -256,6 +288,7 @@ class RunConfig(_Section):
     """Everything one run needs, from YAML to every step."""
 
     data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

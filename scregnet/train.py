@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class ModelInputs:
     """Tensors the model needs, aligned to the dataset's gene order.
 
-    features: float32 [N, C] z-scored expression; embedding: float32 [N, D] or None;
+    features: float32 [N, C] z-scored expression (C = cells, or metacells when preprocessing
+    reduced them: `GRNDataset.zscored_features`); embedding: float32 [N, D] or None;
     embedding_found: bool [N] (genes that received a vector; others are zero rows).
     """
 

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import choices, fail, load, mlflow_ui_hint, prior_options, with_default
+from scregnet.cli._common import (
+    choices,
+    fail,
+    load,
+    mlflow_ui_hint,
+    preprocess_options,
+    preprocess_overrides,
+    prior_options,
+    with_default,
+)
 from scregnet.config import EmbedderConfig, ModelConfig, SplitConfig
 from scregnet.home import home
 
@@ -167,6 +176,7 @@ def demo(out_dir, seed, config_file) -> None:
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the split and the initialisation.")
 @click.option("--name", default=None, help="Dataset name in the registry (default: from the path).")
+@preprocess_options
 def train(
     data,
     h5ad,
@@ -184,6 +194,7 @@ def train(
     gnn,
     seed,
     name,
+    **preprocess,
 ):
     """Train, evaluate and register a model through the ZenML pipeline."""
     if data is None and h5ad is None and config_file is None:
@@ -207,6 +218,7 @@ def train(
             "model.gnn": gnn,
             "split.seed": seed,
             "train.seed": seed,
+            **preprocess_overrides(preprocess),
         },
     )
     run_training_pipeline(config, config_file)
