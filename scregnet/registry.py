@@ -173,6 +173,41 @@ def register(
     return _record(c, decision)  # the caller applies it: see `apply_promotion`
 
 
+def register_and_gate(
+    run_id: str,
+    model_uri: str,
+    bundle: ModelBundle,
+    split,
+    registry_cfg,
+    tracking=None,
+    mirror=None,
+    actor: str | None = None,
+    extra_tags: dict | None = None,
+) -> Decision:
+    """Register the logged model (`log_model`'s URI) as a version, run the gate, move `champion` if it
+    passed (then `mirror`, e.g. the ZenML stage), and append the outcome to the champion audit log."""
+    from scregnet import audit
+
+    t = as_tracker(tracking)
+    name = model_name(registry_cfg.model_prefix, bundle.meta["dataset"])
+    before = current_champion(name, t)
+    decision = register(run_id, model_uri, name, bundle, split, registry_cfg, t, extra_tags)
+    apply_promotion(decision, mirror, t)
+    champion_before = str(before.version) if before is not None else None
+    audit.record_event(
+        name,
+        "promoted" if decision.promoted else "kept",
+        decision.version,
+        champion_before,
+        decision.version if decision.promoted else champion_before,
+        decision.reason,
+        decision.numbers,
+        actor=actor,
+        tracking=t,
+    )
+    return decision
+
+
 def _numbers(gate) -> dict[str, float]:
     """The gate's numbers as floats: fair-set values and sizes, per-TF AUROC difference intervals."""
     c, b = gate.champion, gate.baselines

@@ -39,6 +39,7 @@ def registered(mlflow_server, synthetic):
     cfg.model.gnn_dims, cfg.model.mlp_dims = [32, 16], [16]
     cfg.train.max_epochs, cfg.train.patience = 5, 4
     cfg.tracking.tracking_uri = mlflow_server.url
+    cfg.registry.baseline_gate = False  # serving is under test; the gate has its own tests
     assert registry.model_name(cfg.registry.model_prefix, DATASET) == NAME
     run_id = tracker(cfg).start_run({"dataset": DATASET}, cfg.flat())
     result = run_experiment(synthetic, cfg, None, seed=0)

@@ -38,45 +38,32 @@ def register(
             if not config.registry.enabled:
                 mlflow.end_run(mlflow_run_id, "FINISHED")
                 return {"registered": False}
-            name = registry.model_name(config.registry.model_prefix, model.meta["dataset"])
             uri = registry.log_model(mlflow_run_id, model, mlflow)
             zenml_version = str(get_step_context().model.version) if get_step_context().model else ""
             # A kill waits for this block: no version, or a complete one with its run FINISHED.
             with signals_deferred():
-                decision = registry.register(
+                decision = registry.register_and_gate(
                     mlflow_run_id,
                     uri,
-                    name,
                     model,
                     split,
                     config.registry,
                     tracking=mlflow,
-                    extra_tags={"zenml_model_version": zenml_version},
-                )
-                before = registry.current_champion(name, mlflow)
-                registry.apply_promotion(decision, mirror_to_zenml, mlflow)
-                audit.record_event(
-                    name,
-                    "promoted" if decision.promoted else "kept",
-                    decision.version,
-                    str(before.version) if before is not None else None,
-                    decision.version if decision.promoted else (str(before.version) if before is not None else None),
-                    decision.reason,
-                    decision.numbers,
+                    mirror=mirror_to_zenml,
                     actor=f"{audit.who()} via pipeline run {_pipeline_run_name()}",
-                    tracking=mlflow,
+                    extra_tags={"zenml_model_version": zenml_version},
                 )
                 mlflow.set_tags(
                     mlflow_run_id,
                     {
-                        "registered_model": name,
+                        "registered_model": decision.name,
                         "registered_version": decision.version,
                         "promotion": "promoted" if decision.promoted else "rejected",
                     },
                 )
                 record(
                     {
-                        "mlflow_model": name,
+                        "mlflow_model": decision.name,
                         "mlflow_version": decision.version,
                         "promoted": decision.promoted,
                         "reason": decision.reason,
