@@ -120,7 +120,13 @@ def predict(dataset, model, out, tfs_file, top, top_k_per_tf, min_score, order, 
         fail(f"{dataset}: {exc.args[0] if exc.args else exc}", 1)
     except Exception as exc:
         if _no_such_model(exc):
-            fail(f"{dataset}: no registered model {model!r} ({exc})", 1)
+            hint = (
+                " (no version holds that alias: the gate may have kept every version so far; see "
+                "`scregnet history`, or use --model challenger or a version number)"
+                if not str(model).isdigit()
+                else ""
+            )
+            fail(f"{dataset}: no registered model {model!r}{hint}", 1)
         raise
     click.echo(
         f"{loaded.name} version {loaded.version}: {summary['pairs']} pairs ({summary['tfs']} TFs, "

@@ -95,7 +95,7 @@ def run_training_pipeline(config, config_file: Path | None) -> None:
 
 
 def print_summary(config, metrics: dict, decision: dict, seconds: float) -> None:
-    """Test metrics of the model beside its baselines, and what the registry did with it."""
+    """Test metrics of the model beside its baselines and peers, and what the registry did with it."""
     test, base = metrics["test"], metrics["baselines"]["test"]
     click.echo("")
     click.secho(
@@ -105,7 +105,7 @@ def print_summary(config, metrics: dict, decision: dict, seconds: float) -> None
     )
     click.echo(f"{'':<20}{'AUROC':>8}{'AUPRC':>8}{'per-TF AUROC':>14}")
     click.echo(f"{'model (test)':<20}{test['auroc']:>8.3f}{test['auprc']:>8.3f}{test['per_tf_auroc']:>14.3f}")
-    for name, m in base.items():
+    for name, m in {**base, **metrics.get("peers", {}).get("test", {})}.items():
         click.echo(f"{name:<20}{m['auroc']:>8.3f}{m['auprc']:>8.3f}{m['per_tf_auroc']:>14.3f}")
     if decision.get("version"):
         state = "promoted to champion" if decision["promoted"] else "not promoted"
