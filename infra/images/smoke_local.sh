@@ -114,7 +114,7 @@ fact demo_exit_code "$rc"
 fact demo_seconds $((SECONDS - start))
 printf -- '--- demo output (last 12 lines) ---\n' && tail -n 12 "$WORK/demo.log" && printf -- '---\n'
 [ "$rc" = 0 ] || { tail -n 60 "$WORK/demo.log" >&2; fail "${DEFAULT_CMD[*]} exited with $rc"; }
-grep -q '^registered scregnet-' "$WORK/demo.log" || fail "the demo registered no model"
+# (That the demo's pipeline run ended completed is checked by k8s_step_pod.py prepare below.)
 cp "$WORK/demo.log" "${FACTS%.facts}.demo.log"
 
 # --------------------------------------------------------------------------------------
