@@ -17,6 +17,8 @@
 #   A specific PyTorch wheel index (e.g. a CUDA minor version) can be forced with
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/<variant>
 #
+# Offline/daemonless builds (podman + a wheelhouse, no registry): infra/images/build_local.sh.
+#
 # Fully pinned builds: if a `constraints.txt` (e.g. `uv pip compile pyproject.toml -o
 # constraints.txt`) is in the build context, every install below is constrained by it.
 #
@@ -46,6 +48,13 @@ ARG TORCH_INDEX_URL=""
 # Runtime-only packages the cluster needs but pyproject.toml does not (yet) list:
 # the PostgreSQL driver used by the MLflow backend store and the Optuna study storage.
 ARG EXTRA_REQUIREMENTS="psycopg2-binary==2.9.13"
+# Offline builds from a wheelhouse (infra/images/build_local.sh): pip reads these as its own
+# settings in every install below, e.g. --build-arg PIP_NO_INDEX=1 --build-arg
+# PIP_FIND_LINKS=/mnt with the wheels mounted at build time (podman build --volume
+# DIR:/mnt:ro), so no index is contacted and no wheel lands in a layer. Not given
+# (a normal `docker build`): unset, and pip uses the indexes named below.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 
 RUN python -m venv "${VIRTUAL_ENV}"
 
