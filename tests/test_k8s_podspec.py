@@ -338,7 +338,7 @@ def test_a_job_per_step_plus_the_orchestrator_job(captured):
     jobs = _jobs_by_step(captured)
     assert (
         set(jobs)
-        == {"orchestrator", "ingest", "validate", "preprocess", "train", "evaluate", "register"}
+        == {"orchestrator", "ingest", "validate", "preprocess", "train", "peers", "evaluate", "register"}
         | GPU_STEPS
         | MERGE_STEPS
     )
@@ -374,6 +374,8 @@ def test_cpu_steps_get_no_gpu(captured):
     assert train["requests"] == {"cpu": "2", "memory": "8Gi"}
     preprocess = _pod(jobs["preprocess"])["containers"][0]["resources"]
     assert preprocess["limits"] == {"cpu": "2", "memory": "16Gi"}
+    peers = _pod(jobs["peers"])["containers"][0]["resources"]
+    assert peers["limits"] == {"cpu": "4", "memory": "16Gi"}
     for step, job in jobs.items():
         if step not in GPU_STEPS:
             pod = _pod(job)
