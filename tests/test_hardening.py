@@ -45,6 +45,8 @@ def _statuses(uri: str) -> dict[str, str]:
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
+    if not Path(uri.removeprefix("sqlite:///")).exists():
+        return {}  # nothing ever opened the store
     client = MlflowClient(uri)
     exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     runs = client.search_runs(exps, run_view_type=ViewType.ALL, max_results=1000) if exps else []
@@ -54,6 +56,8 @@ def _statuses(uri: str) -> dict[str, str]:
 def _registered(uri: str) -> list[str]:
     from mlflow import MlflowClient
 
+    if not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
     return [m.name for m in MlflowClient(uri, registry_uri=uri).search_registered_models()]
 
 
