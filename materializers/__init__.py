@@ -4,6 +4,7 @@ from materializers.anndata_materializer import AnnDataMaterializer
 from materializers.embedding_materializer import GeneEmbeddingMaterializer
 from materializers.gene_sums_materializer import GeneSumsMaterializer
 from materializers.model_materializer import ModelBundleMaterializer
+from materializers.peer_materializer import PeerScoresMaterializer
 from materializers.split_materializer import SplitMaterializer
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "GeneEmbeddingMaterializer",
     "GeneSumsMaterializer",
     "ModelBundleMaterializer",
+    "PeerScoresMaterializer",
     "SplitMaterializer",
 ]

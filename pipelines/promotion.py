@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scregnet import registry
+from scregnet import audit, registry
 from scregnet.tracking import tracker
 
 
@@ -21,15 +21,38 @@ def zenml_stage_mirror(name: str, mlflow_version: str):
     return mirror
 
 
-def manual_promote(name: str, version: str) -> None:
+def manual_promote(name: str, version: str, reason: str = "") -> None:
+    """`scregnet promote`: make `version` champion whatever the gate said, and record that it was forced."""
     c = tracker().client
     mv = c.get_model_version(name, version)  # raises if the version does not exist
-    decision = registry.Decision(name, str(mv.version), True, "promoted by hand", "manual", float("nan"))
+    before = registry.current_champion(name)
+    actor = audit.who()
+    why = f"forced by {actor}" + (f": {reason}" if reason else "") + f" (the gate said: {_gate_said(mv)})"
+    decision = registry.Decision(name, str(mv.version), True, why, "manual", float("nan"))
     registry.apply_promotion(decision, zenml_stage_mirror(name, str(mv.version)))
-    c.set_model_version_tag(name, str(mv.version), "promotion_decision", "promoted by hand")
+    for key, value in {"promotion_decision": "forced", "promotion_reason": why[: registry.MAX_TAG]}.items():
+        c.set_model_version_tag(name, str(mv.version), key, value)
+    audit.record_event(
+        name, "forced", str(mv.version), str(before.version) if before else None, str(mv.version), why, actor=actor
+    )
+
+
+def _gate_said(mv) -> str:
+    tags = mv.tags or {}
+    return tags.get("promotion_reason") or tags.get("promotion_decision") or "nothing recorded"
 
 
 def manual_rollback(name: str) -> str:
+    """`scregnet rollback`: champion back to the previous champion, recorded in the audit log."""
+    before = registry.current_champion(name)
     previous = registry.rollback(name)
     zenml_stage_mirror(name, previous)(True)
+    audit.record_event(
+        name,
+        "rolled_back",
+        previous,
+        str(before.version) if before else None,
+        previous,
+        f"rolled back from version {before.version if before else '?'} by {audit.who()}",
+    )
     return previous

@@ -1,4 +1,4 @@
-"""The training pipeline: ingest -> validate -> embed -> train -> evaluate -> register."""
+"""The training pipeline: ingest -> validate -> preprocess -> embed -> train (and peers) -> evaluate -> register."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from scregnet.registry import model_name
 from steps.embed.embed import embed
 from steps.embed.shards import add_gene_sums, embed_shard, finalize_embedding
 from steps.evaluate.evaluate import evaluate
+from steps.evaluate.peers import peers
 from steps.ingest.ingest import ingest
+from steps.preprocess.preprocess import preprocess
 from steps.register.register import register
 from steps.train.train import train
 from steps.validate.validate import validate
@@ -25,18 +27,21 @@ from steps.validate.validate import validate
 def training_pipeline(config: RunConfig) -> None:
     expression, priors, gene_embedding = validated_inputs(config)
     model, split, run_id = train(expression, priors, gene_embedding, config, after="validate")
-    metrics, _ = evaluate(model, split, config, run_id)
+    peer_scores = peers(expression, priors, gene_embedding, config.peers)
+    metrics, _ = evaluate(model, split, config, run_id, peer_scores)
     register(model, split, metrics, config, run_id)
 
 
 def validated_inputs(config: RunConfig):
-    """ingest -> validate -> embed, shared by the pipelines: (expression, priors, gene_embedding).
+    """ingest -> validate -> preprocess -> embed, shared by the pipelines: (expression, priors,
+    gene_embedding), the expression being the preprocessed one (a BEELINE directory's as read).
 
-    Nothing is embedded (and, via `after="validate"` on train, nothing trained) until the
-    inputs passed validation.
+    Nothing is preprocessed or embedded (and, via `after="validate"` on train, nothing trained)
+    until the inputs passed validation.
     """
     expression, priors = ingest(config)
     validate(expression, priors, config)
+    expression = preprocess(expression, priors, config, after="validate")
     return expression, priors, embed_genes(expression, config)
 
 

@@ -14,6 +14,7 @@ from zenml import pipeline
 from pipelines.training import run_pipeline, validated_inputs
 from scregnet.config import RunConfig
 from steps.evaluate.evaluate import evaluate
+from steps.evaluate.peers import peers
 from steps.register.register import register
 from steps.train.train import train
 from steps.tune.tune import link_tuned_run, tune
@@ -25,7 +26,8 @@ def tuning_pipeline(config: RunConfig) -> None:
     _, tuned_config, tune_run_id = tune(expression, priors, gene_embedding, config, after="validate")
     model, split, run_id = train(expression, priors, gene_embedding, tuned_config)
     link_tuned_run(tune_run_id, run_id, tuned_config)
-    metrics, _ = evaluate(model, split, tuned_config, run_id)
+    peer_scores = peers(expression, priors, gene_embedding, config.peers)
+    metrics, _ = evaluate(model, split, tuned_config, run_id, peer_scores)
     register(model, split, metrics, tuned_config, run_id)
 
 

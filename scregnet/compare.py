@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scregnet.baselines import BASELINES
+from scregnet.peers import PEERS
 
 GROUP_BY = ("dataset", "protocol", "embedder", "gnn")
 METRICS = ("auroc", "auprc", "per_tf_auroc", "auprc_lift")
-SOURCES = ("model",) + BASELINES
+SOURCES = ("model",) + BASELINES + PEERS
 
 
 @dataclass
@@ -101,12 +102,13 @@ def _fmt(mean: float, std: float, n: int) -> str:
 def markdown(groups: list[Group], by: tuple[str, ...] = GROUP_BY) -> str:
     """One row per group: runs, model AUROC/AUPRC/per-TF AUROC/lift, each baseline's AUROC/AUPRC, gain."""
     head = list(by) + ["runs", "model AUROC", "model AUPRC", "model per-TF AUROC", "model AUPRC lift"]
-    head += [f"{b} AUROC / AUPRC" for b in BASELINES] + ["AUROC gain vs label_count"]
+    peers = [p for p in PEERS if any(g.stat(p, "auroc")[2] for g in groups)]
+    head += [f"{b} AUROC / AUPRC" for b in (*BASELINES, *peers)] + ["AUROC gain vs label_count"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         row = list(g.key) + [str(g.n)]
         row += [_fmt(*g.stat("model", m)) for m in METRICS]
-        for b in BASELINES:
+        for b in (*BASELINES, *peers):
             a, p = g.stat(b, "auroc"), g.stat(b, "auprc")
             row.append(f"{_fmt(*a)} / {_fmt(*p)}")
         gains = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
@@ -74,6 +74,38 @@ class DataConfig(_Section):
                 "data: 'h5ad' needs at least one 'priors' file (CSV/TSV with tf,target columns, GMT or ChIP-Atlas)"
             )
         return self
+
+
+class PreprocessConfig(_Section):
+    """scanpy preprocessing of a lab's AnnData (scregnet/preprocess.py), between validate and embed.
+
+    BEELINE directories are already gene-selected and log-normalised: with `mode: auto` they pass
+    through unchanged, so every BEELINE number stays reproducible.
+    """
+
+    # auto: preprocess .h5ad inputs, pass BEELINE directories through; always / never: override.
+    mode: Literal["auto", "always", "never"] = "auto"
+    # What X holds. auto: integer-valued stored values (sampled) = raw counts, else log-normalised.
+    input: Literal["auto", "counts", "log"] = "auto"
+    min_genes_per_cell: int = Field(200, ge=0)  # sc.pp.filter_cells(min_genes=...)
+    min_cells_per_gene: int = Field(3, ge=0)  # sc.pp.filter_genes(min_cells=...)
+    max_pct_mt: float | None = Field(None, gt=0, le=100)  # cells above this % of MT-/mt- counts are dropped
+    target_sum: float = Field(1e4, gt=0)  # sc.pp.normalize_total, counts input only
+    # Every expressed prior TF plus this many most variable other genes (BEELINE's "TFs+1000");
+    # "all" keeps every gene that passed the filters.
+    n_top_genes: Annotated[int, Field(ge=0)] | Literal["all"] = 1000
+    # seurat: dispersions of the log-normalised data (runs on the pinned stack); seurat_v3 ranks
+    # counts and needs the scikit-misc package; cell_ranger: seurat's binning by quantiles.
+    hvg_flavor: Literal["seurat", "seurat_v3", "cell_ranger"] = "seurat"
+    # Node features of the GNN (and the model's co-expression input). cells: each gene's
+    # expression over the cells; metacells: its mean over `n_metacells` k-means clusters of the
+    # cells' PCA, so the width stops growing with the cells; auto: cells up to `auto_max_cells`.
+    cell_features: Literal["auto", "cells", "metacells"] = "auto"
+    auto_max_cells: int = Field(2000, ge=1)
+    n_metacells: int = Field(500, ge=2)
+    n_pcs: int = Field(50, ge=2)  # cell PCA (arpack, sparse) that the metacells cluster on
+    sample_values: int = Field(100_000, ge=100)  # stored values sampled to detect counts
+    seed: int = Field(0, ge=0)
 
 
 class SplitConfig(_Section):
@@ -203,6 +235,51 @@ class RegistryConfig(_Section):
     promotion_metric: Literal["auroc", "auprc"] = "auprc"
     promotion_margin: float = Field(0.0, ge=0, lt=1)  # challenger must beat champion by more than this
     enabled: bool = True  # False: train and evaluate only, register nothing
+    # Fair champion comparison (scregnet/promotion.py): both models are scored only on the
+    # challenger's test pairs that the champion neither trained nor selected a checkpoint on.
+    # Below these sizes the set cannot decide: the champion stays. 20 positives keep the AUPRC
+    # standard error near 0.05; 3 TFs, because pairs of one TF are not independent.
+    fair_min_pairs: int = Field(100, ge=1)
+    fair_min_positives: int = Field(20, ge=1)
+    fair_min_tfs: int = Field(3, ge=1)
+    # Gate against the no-learning baselines, on the challenger's own test part: the lower bound
+    # of the paired bootstrap interval (over TFs) of per-TF AUROC (model - baseline) must exceed
+    # baseline_margin for EVERY baseline. 0.0 = "better than no learning, with 95 % confidence".
+    baseline_gate: bool = True
+    baseline_margin: float = Field(0.0, gt=-1, lt=1, allow_inf_nan=False)
+    baseline_min_tfs: int = Field(3, ge=1)  # fewer test TFs with both classes: no interval, not promoted
+    bootstrap_samples: int = Field(2000, ge=1)
+    bootstrap_level: float = Field(0.95, gt=0, lt=1)
+    bootstrap_seed: int = Field(0, ge=0)
+
+
+class PeerConfig(_Section):
+    """What a lab would run instead of the model (scregnet/peers.py): unsupervised scores of
+    every (TF, gene) pair from the expression alone, or from a gene embedding."""
+
+    peers: list[Literal["grnboost2", "genie3", "pearson", "spearman", "embedding_cosine"]] = Field(
+        default_factory=lambda: ["grnboost2", "pearson", "spearman", "embedding_cosine"]
+    )
+    # GRNBoost2 as arboreto runs it (SCENIC's default): stochastic gradient boosting per target
+    # gene on the regulators' expression, stopped when the mean out-of-bag improvement over the
+    # last `early_stop_window` trees turns negative; importance x number of trees.
+    gb_learning_rate: float = Field(0.01, gt=0, le=1)
+    gb_max_estimators: int = Field(5000, ge=1)
+    gb_max_features: float = Field(0.1, gt=0, le=1)
+    gb_subsample: float = Field(0.9, gt=0, le=1)
+    gb_early_stop_window: int = Field(25, ge=1)
+    # GENIE3 (Huynh-Thu et al. 2010): a random forest per target gene, importance normalised
+    # per target, 1,000 trees as in the paper (~0.3-2 s per target gene on one core: opt-in).
+    rf_n_estimators: int = Field(1000, ge=1)
+    rf_max_features: Literal["sqrt", "all"] = "sqrt"
+    # Tree peers cost ~cells x genes (one regression per gene): beyond `max_cells` cells a seeded
+    # random subset is used (every BEELINE dataset has fewer), and beyond `tree_max_genes` genes
+    # they are left out with a logged reason (GRNBoost2 on 30,000 genes takes hours on 2 cores).
+    max_cells: int | None = Field(1000, ge=1)
+    tree_max_genes: int = Field(5000, ge=1)
+    seed: int = Field(0, ge=0)
+    n_jobs: int = Field(1, ge=1)  # worker processes for the tree peers (results do not depend on it)
+    cache: bool = True  # score matrices under $SCREGNET_HOME/peers/, keyed by expression content
 
 
 class TrackingConfig(_Section):
@@ -252,11 +329,13 @@ class RunConfig(_Section):
     """Everything one run needs, from YAML to every step."""
 
     data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    peers: PeerConfig = Field(default_factory=PeerConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     # Free-form settings for the orchestrator (read by pipelines/, ignored by the core).
@@ -444,9 +523,10 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel] | None
     root = root or RunConfig
     if root is not RunConfig and not prefix:  # e.g. a DataConfig built alone: keys read `data.min_cells`
         prefix = _path_to(RunConfig, root) or ""
-    lines = []
+    lines: list[str] = []
+    alternatives: dict[str, tuple[int, Any, list[str]]] = {}  # path -> (line, value, messages)
     for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
+        loc = _without_tags(root, tuple(err.get("loc", ())))
         path = _dotted(((prefix,) if prefix else ()) + loc) or "(top level)"
         kind, msg, value = err["type"], err.get("msg", ""), err.get("input")
         ctx = err.get("ctx") or {}
@@ -478,8 +558,30 @@ def describe_validation_error(exc: ValidationError, root: type[BaseModel] | None
             msg = "must be a mapping of settings"
         else:
             msg = msg.replace("Input should be", "must be")
-        lines.append(f"{path} = {_show(value)}: {msg}" if kind != "missing" else f"{path}: {msg}")
+        if kind == "missing":
+            lines.append(f"{path}: {msg}")
+        elif path in alternatives:  # another member of a union (`int >= 0 | "all"`): one line, "or"
+            i, _, msgs = alternatives[path]
+            msgs.append(msg.removeprefix("must be "))
+            lines[i] = f"{path} = {_show(value)}: {' or '.join(msgs)}"
+        else:
+            alternatives[path] = (len(lines), value, [msg])
+            lines.append(f"{path} = {_show(value)}: {msg}")
     return lines
+
+
+def _without_tags(root: type[BaseModel], loc: tuple) -> tuple:
+    """`loc` without pydantic's union-member tags (`constrained-int`, `literal['all']`) after a field."""
+    out: list = []
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            out.append(part)
+        elif model is not None:  # a section: a field name (or an unknown key, kept for its message)
+            out.append(part)
+            model = _section_of(model, (part,)) if part in model.model_fields else None
+        # else: a tag inside a leaf field's union
+    return tuple(out)
 
 
 def validate_config(raw: dict[str, Any], where: str = "") -> RunConfig:

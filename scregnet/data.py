@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from scregnet.errors import DataError, ExpressionMissingError
 
@@ -28,6 +29,8 @@ from scregnet.errors import DataError, ExpressionMissingError
 from scregnet.priors import PRIOR_COLUMN_ALIASES, read_prior_file, read_prior_files, read_priors  # noqa: F401
 
 EXPRESSION_FILE = "BL--ExpressionData.csv"
+# genes x k reduced node features (metacell profiles) that preprocessing stores in `adata.varm`.
+CELL_FEATURES_KEY = "cell_features"
 
 
 @dataclass
@@ -75,18 +78,22 @@ class GRNDataset:
         return label_graph_from_symbols(self.genes, self.priors)
 
     def zscored_features(self) -> np.ndarray:
-        """Node features: each gene's expression z-scored across cells, float32 [genes, cells]."""
-        x = _dense(self.adata.X).astype(np.float64).T
-        mean = x.mean(axis=1, keepdims=True)
-        std = x.std(axis=1, keepdims=True)
-        std[std == 0] = 1.0  # constant genes become all-zero features rather than NaN
-        return ((x - mean) / std).astype(np.float32)
+        """Node features float32 [genes, C]: each gene's expression z-scored across the cells
+        (C = cells), or across the reduced profiles preprocessing stored in
+        `varm["cell_features"]` (C = metacells). Dense only at the size of the result."""
+        varm = getattr(self.adata, "varm", None)
+        if varm is not None and CELL_FEATURES_KEY in varm:
+            return _zscore_rows(np.asarray(varm[CELL_FEATURES_KEY], dtype=np.float64))
+        x = self.adata.X
+        if not sp.issparse(x):  # the computation every BEELINE number was made with
+            return _zscore_rows(np.asarray(x).astype(np.float64).T)
+        return _zscore_sparse_columns(x)
 
     def expression_hash(self) -> str:
         """sha256 of the gene names and the expression values (the embed step's cache key)."""
         h = hashlib.sha256()
         h.update("\n".join(self.adata.var_names).encode())
-        h.update(np.ascontiguousarray(_dense(self.adata.X), dtype=np.float32).tobytes())
+        hash_matrix(h, self.adata.X)
         return h.hexdigest()
 
     def priors_hash(self) -> str:
@@ -138,8 +145,49 @@ def label_graph_from_symbols(genes: list[str], priors: pd.DataFrame) -> LabelGra
     return LabelGraph(genes=list(genes), tf_index=np.unique(edges[:, 0]), edges=edges)
 
 
-def _dense(x) -> np.ndarray:
-    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+def _zscore_rows(x: np.ndarray) -> np.ndarray:
+    """float64 [rows, C] -> float32, each row z-scored (population std; constant rows -> 0)."""
+    mean = x.mean(axis=1, keepdims=True)
+    std = x.std(axis=1, keepdims=True)
+    std[std == 0] = 1.0  # constant genes become all-zero features rather than NaN
+    return ((x - mean) / std).astype(np.float32)
+
+
+def _zscore_sparse_columns(x, block: int = 256) -> np.ndarray:
+    """Cells x genes sparse [n, G] -> float32 [G, n], each gene z-scored over the cells, built
+    `block` genes at a time (no float64 copy of the whole matrix)."""
+    csc = x.tocsc()
+    out = np.empty((x.shape[1], x.shape[0]), dtype=np.float32)
+    for lo in range(0, x.shape[1], block):
+        out[lo : lo + block] = _zscore_rows(csc[:, lo : lo + block].toarray().astype(np.float64).T)
+    return out
+
+
+HASH_CHUNK = 1 << 20  # elements hashed at a time: bounded temporary copies (8 MB)
+
+
+def hash_matrix(h, x) -> None:
+    """Feed a matrix into hashlib object `h` in chunks, never densifying.
+
+    Dense: its float32 bytes in row order (the same digest as hashing `x.astype(float32)` whole,
+    so hashes of dense data are those of earlier versions). Sparse: format and shape, then the
+    data (float32), indices and indptr (int64) arrays.
+    """
+    if sp.issparse(x):
+        fmt = x.format if x.format in ("csr", "csc") else "csr"
+        x = x if x.format == fmt else x.tocsr()
+        h.update(f"{fmt}{tuple(int(d) for d in x.shape)}".encode())
+        for array, dtype in ((x.data, np.float32), (x.indices, np.int64), (x.indptr, np.int64)):
+            for lo in range(0, array.size, HASH_CHUNK):
+                h.update(np.ascontiguousarray(array[lo : lo + HASH_CHUNK], dtype=dtype).tobytes())
+        return
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[0] == 0:
+        h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        return
+    rows = max(1, HASH_CHUNK // max(1, int(np.prod(x.shape[1:]))))
+    for lo in range(0, x.shape[0], rows):
+        h.update(np.ascontiguousarray(x[lo : lo + rows], dtype=np.float32).tobytes())
 
 
 def find_file(directory: Path, name: str) -> Path | None:

@@ -11,13 +11,21 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 
-def roc_pr_figure(pairs: np.ndarray, model_scores: np.ndarray, baseline_scores: dict[str, np.ndarray], title: str = ""):
-    """Two panels (ROC, PR) with the model in bold and each trivial baseline dashed."""
+def roc_pr_figure(
+    pairs: np.ndarray,
+    model_scores: np.ndarray,
+    baseline_scores: dict[str, np.ndarray],
+    title: str = "",
+    peer_scores: dict[str, np.ndarray] | None = None,
+):
+    """Two panels (ROC, PR): the model in bold, each trivial baseline dashed, each peer dotted."""
     y = pairs[:, 2].astype(int)
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     curves = [("model", model_scores, dict(lw=2.2, color="black"))]
     for i, (name, s) in enumerate(baseline_scores.items()):
         curves.append((name, s, dict(lw=1.2, ls="--", color=f"C{i}")))
+    for i, (name, s) in enumerate((peer_scores or {}).items(), start=len(baseline_scores)):
+        curves.append((name, s, dict(lw=1.2, ls=":", color=f"C{i}")))
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     for name, s, style in curves:
@@ -60,7 +68,7 @@ def training_curves_figure(
 
 
 def per_tf_figure(table, baseline_tables: dict | None = None):
-    """Distribution of per-TF test AUROC (model vs baselines)."""
+    """Distribution of per-TF test AUROC (model vs baselines and peers)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     data = [table["auroc"].to_numpy()]
     labels = ["model"]

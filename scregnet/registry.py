@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from scregnet.tracking import as_tracker, with_retries
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
+MAX_TAG = 5000  # MLflow's limit on a tag value
 
 
 def model_name(prefix: str, dataset: str) -> str:
@@ -85,6 +86,8 @@ class Decision:
     challenger_value: float
     champion_version: str | None = None
     champion_value: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # every number of the gate (promotion.GateDecision)
+    numbers: dict[str, float] = field(default_factory=dict)  # the gate's numbers, for the audit log
 
     def as_dict(self) -> dict:
         """The decision as a JSON-able dict."""
@@ -106,17 +109,6 @@ def current_champion(name: str, tracking=None):
         raise
 
 
-def _champion_value_on(split_test: np.ndarray, genes: list[str], champion, metric: str, tracking) -> float:
-    """Score the champion on the challenger's test pairs (by gene symbol) and compute `metric`."""
-    from scregnet.metrics import evaluate_scores
-
-    with tempfile.TemporaryDirectory() as tmp:
-        champ = load_bundle(champion.name, str(champion.version), tmp, tracking)
-    tfs = [genes[i] for i in split_test[:, 0]]
-    targets = [genes[i] for i in split_test[:, 1]]
-    return float(evaluate_scores(split_test, champ.score_symbols(tfs, targets))[metric])
-
-
 def load_bundle(name: str, version: str, dst: str, tracking=None) -> ModelBundle:
     """Download a registered version and read its bundle (checksums verified)."""
     import mlflow
@@ -133,82 +125,152 @@ def register(
     run_id: str,
     model_uri: str,
     name: str,
-    metrics: dict[str, float],
-    split_hash: str,
-    metric: str = "auprc",
-    margin: float = 0.0,
-    split_test: np.ndarray | None = None,
-    genes: list[str] | None = None,
+    bundle: ModelBundle,
+    split,
+    registry_cfg,
     tracking=None,
     extra_tags: dict | None = None,
 ) -> Decision:
-    """New version + `challenger` alias; `champion` moves only if the gate passes."""
+    """New version + `challenger` alias, then the promotion gate (`scregnet.promotion`).
+
+    `champion` moves to the new version only if (1) it beats the current champion on the fair set
+    (the new test pairs neither model trained or selected a checkpoint on) and (2) it beats every
+    no-learning baseline on its own test pairs with the paired bootstrap lower bound above the margin.
+    Every number goes into the version's tags; the caller applies the decision (`apply_promotion`).
+    """
     import mlflow
+
+    from scregnet.metrics import evaluate_scores
 
     t = as_tracker(tracking).activate()
     c = t.client
+    test_scores = bundle.score_indices(split.test)
+    metrics = evaluate_scores(split.test, test_scores)
     tags = {
         "run_id": run_id,
-        "split_hash": split_hash,
-        **{f"test_{k}": repr(float(v)) for k, v in metrics.items()},
+        "split_hash": split.hash(),
+        **{f"test_{k}": repr(float(metrics[k])) for k in ("auroc", "auprc", "per_tf_auroc", "per_tf_auprc")},
         **(extra_tags or {}),
     }
     mv = with_retries(lambda: mlflow.register_model(model_uri, name, tags=tags), "register the model")
     version = str(mv.version)
     with_retries(lambda: c.set_registered_model_alias(name, CHALLENGER, version), "set the challenger alias")
-
-    value = float(repr(float(metrics[metric])))  # exactly what the tag stores
     champion = current_champion(name, t)
-    if champion is None:
-        decision = Decision(name, version, True, "no champion yet", metric, value)
-    else:
-        if _version_tag(champion, "split_hash") == split_hash:
-            champ_value = float(_version_tag(champion, f"test_{metric}"))
-            basis = "same split"
-        elif split_test is not None and genes is not None:
-            try:
-                champ_value = _champion_value_on(split_test, genes, champion, metric, t)
-                basis = "champion re-scored on the challenger's test split"
-            except KeyError as exc:
-                return _record(
-                    c,
-                    Decision(
-                        name,
-                        version,
-                        False,
-                        f"champion cannot score this gene set ({exc})",
-                        metric,
-                        value,
-                        str(champion.version),
-                    ),
-                )
-        else:
-            return _record(
-                c,
-                Decision(
-                    name,
-                    version,
-                    False,
-                    "champion evaluated on another split; not comparable",
-                    metric,
-                    value,
-                    str(champion.version),
-                ),
-            )
-        better = value > champ_value + margin
-        reason = (
-            f"{metric} {value:.4f} {'>' if better else '<='} champion {champ_value:.4f} + margin {margin} ({basis})"
-        )
-        decision = Decision(name, version, better, reason, metric, value, str(champion.version), champ_value)
+    gate = _gate(bundle, split, test_scores, registry_cfg, champion, t)
+    metric = registry_cfg.promotion_metric
+    decision = Decision(
+        name,
+        version,
+        gate.promoted,
+        gate.reason,
+        metric,
+        float(metrics[metric]),
+        str(champion.version) if champion is not None else None,
+        gate.champion.champion_value if champion is not None else None,
+        gate.tags(),
+        _numbers(gate),
+    )
     return _record(c, decision)  # the caller applies it: see `apply_promotion`
 
 
+def register_and_gate(
+    run_id: str,
+    model_uri: str,
+    bundle: ModelBundle,
+    split,
+    registry_cfg,
+    tracking=None,
+    mirror=None,
+    actor: str | None = None,
+    extra_tags: dict | None = None,
+) -> Decision:
+    """Register the logged model (`log_model`'s URI) as a version, run the gate, move `champion` if it
+    passed (then `mirror`, e.g. the ZenML stage), and append the outcome to the champion audit log."""
+    from scregnet import audit
+
+    t = as_tracker(tracking)
+    name = model_name(registry_cfg.model_prefix, bundle.meta["dataset"])
+    before = current_champion(name, t)
+    decision = register(run_id, model_uri, name, bundle, split, registry_cfg, t, extra_tags)
+    apply_promotion(decision, mirror, t)
+    champion_before = str(before.version) if before is not None else None
+    audit.record_event(
+        name,
+        "promoted" if decision.promoted else "kept",
+        decision.version,
+        champion_before,
+        decision.version if decision.promoted else champion_before,
+        decision.reason,
+        decision.numbers,
+        actor=actor,
+        tracking=t,
+    )
+    return decision
+
+
+def _numbers(gate) -> dict[str, float]:
+    """The gate's numbers as floats: fair-set values and sizes, per-TF AUROC difference intervals."""
+    c, b = gate.champion, gate.baselines
+    out = {"fair_challenger": c.challenger_value, "fair_champion": c.champion_value}
+    out.update({f"fair_{k}": float(v) for k, v in c.fair.items()})
+    intervals = {"champion": c.per_tf} if c.per_tf is not None else {}
+    intervals.update({f"vs_{name}": iv for name, iv in b.intervals.items()})
+    for name, iv in intervals.items():
+        out.update({f"{name}_per_tf_auroc_diff": iv.mean, f"{name}_lo": iv.lo, f"{name}_hi": iv.hi})
+    return out
+
+
+def _gate(bundle: ModelBundle, split, test_scores, registry_cfg, champion, tracking):
+    """The promotion gate for a challenger `bundle` against `champion` (a model version or None)."""
+    from scregnet import promotion
+    from scregnet.baselines import BASELINES, baseline_scores
+
+    n = len(bundle.genes)
+    baselines = {b: baseline_scores(b, split.train, split.test, n) for b in BASELINES}
+    if champion is None:
+        return promotion.gate(registry_cfg, split.test, test_scores, baselines)
+    with tempfile.TemporaryDirectory() as tmp:
+        champ = load_bundle(champion.name, str(champion.version), tmp, tracking)
+    challenger_seen = promotion.SeenPairs.from_split(split, bundle.genes)
+    if champ.seen is not None:
+        champion_seen = promotion.SeenPairs(champ.genes, champ.seen)
+    elif _version_tag(champion, "split_hash") == split.hash() and champ.genes == bundle.genes:
+        champion_seen = challenger_seen  # the same split: it trained and selected on the same pairs
+    else:
+        why = "the champion was registered without its training pairs; promote by hand to replace it"
+        comparison = promotion.unknown_champion(why, registry_cfg.promotion_metric)
+        r = registry_cfg
+        base = promotion.check_baselines(
+            split.test,
+            test_scores,
+            baselines,
+            r.baseline_margin,
+            r.baseline_min_tfs,
+            r.bootstrap_samples,
+            r.bootstrap_seed,
+            r.bootstrap_level,
+            enabled=r.baseline_gate,
+        )
+        return promotion.decide(comparison, base)
+    fair = promotion.fair_evaluation_set(split.test, bundle.genes, [challenger_seen, champion_seen])
+    challenger_fair = bundle.score_indices(fair.pairs) if fair.n_pairs else np.zeros(0)
+    champion_fair = (
+        champ.score_indices(promotion.to_model_indices(fair.pairs, bundle.genes, champ.genes))
+        if fair.n_pairs
+        else np.zeros(0)
+    )
+    return promotion.gate(registry_cfg, split.test, test_scores, baselines, fair, challenger_fair, champion_fair)
+
+
 def _record(c, decision: Decision) -> Decision:
-    for k, v in {
+    tags = decision.tags or {
         "promotion_decision": "promoted" if decision.promoted else "rejected",
         "promotion_reason": decision.reason,
-    }.items():
-        with_retries(lambda k=k, v=v: c.set_model_version_tag(decision.name, decision.version, k, v), "tag the version")
+    }
+    for k, v in tags.items():
+        with_retries(
+            lambda k=k, v=v: c.set_model_version_tag(decision.name, decision.version, k, v[:MAX_TAG]), "tag the version"
+        )
     return decision
 
 

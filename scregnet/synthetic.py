@@ -1,19 +1,29 @@
 """SYNTHETIC data for the demo and tests: a random TF -> target network and expression
-simulated from it, written in the BEELINE layout. Not biological data.
+simulated from it, written in the BEELINE layout (`simulate`), or as raw UMI counts at lab
+scale in an .h5ad with ChIP-seq-like priors (`write_counts_h5ad`). Not biological data.
 
 Model: cells belong to a few latent states; each TF's activity is a noisy mixture of state
 programs; each target's expression is a signed sum (mostly activation) of its regulators'
 activities plus noise,
 squashed with softplus, log1p-transformed like BEELINE's values, then subjected to
 expression-dependent dropout (low values are zeroed more often).
+
+Counts model (`write_counts_h5ad`): heavy-tailed (log-normal) gene base rates; per cell a latent
+state drives the TF activities, which shift their targets' log rates (planted network) and
+their own; rates become per-cell proportions times a library size that varies several-fold;
+counts are negative-binomial around that mean. The mean library size is calibrated so that the
+requested fraction of entries is non-zero. Generated in chunks of cells, stored CSR.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 
 def simulate(
@@ -88,3 +98,292 @@ def make_synthetic_dataset(directory: str | Path, seed: int = 0, **kwargs) -> Pa
     """Write a SYNTHETIC BEELINE-layout dataset (random network, simulated expression) to `out`."""
     expression, network, tfs = simulate(seed=seed, **kwargs)
     return write_beeline(directory, expression, network, tfs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Raw UMI counts at lab scale (SYNTHETIC): an .h5ad of CSR float32 counts + ChIP-seq-like priors.
+
+MT_GENES = (
+    "MT-ND1",
+    "MT-ND2",
+    "MT-CO1",
+    "MT-CO2",
+    "MT-ATP8",
+    "MT-ATP6",
+    "MT-CO3",
+    "MT-ND3",
+    "MT-ND4L",
+    "MT-ND4",
+    "MT-ND5",
+    "MT-ND6",
+    "MT-CYB",
+)
+
+
+@dataclass
+class CountsModel:
+    """Parameters of the count simulation (everything except the per-cell draws).
+
+    genes: symbols [G]; log_mean: float64 [G] gene log base rates; theta: float64 [G] NB shape
+    (dispersion 1/theta); weights: float32 [T, G] signed TF -> gene effects (0 = no edge);
+    tf_columns: int64 [T] column of each TF; programs: float64 [S, T] TF activity per cell state;
+    state_effect: float32 [S, G] regulator-free state programme (HVGs that no TF explains).
+    """
+
+    genes: list[str]
+    tfs: list[str]
+    log_mean: np.ndarray
+    theta: np.ndarray
+    weights: np.ndarray
+    tf_columns: np.ndarray
+    programs: np.ndarray
+    state_effect: np.ndarray
+    mt_columns: np.ndarray
+    edges: pd.DataFrame  # the planted network: Gene1 (TF), Gene2 (target), weight
+    umis_per_cell: float = 5000.0
+
+
+def counts_model(
+    n_genes: int, n_tfs: int = 150, n_states: int = 6, mean_targets: float = 40.0, seed: int = 0
+) -> CountsModel:
+    """Random genes, TFs, planted network and state programmes for `simulate_count_chunks`."""
+    if n_tfs + len(MT_GENES) + 10 > n_genes:
+        raise ValueError(f"n_genes={n_genes} is too small for {n_tfs} TFs and {len(MT_GENES)} mitochondrial genes")
+    rng = np.random.default_rng(seed)
+    n_other = n_genes - n_tfs - len(MT_GENES)
+    names = [f"TF{i:03d}" for i in range(n_tfs)] + [f"GENE{i:05d}" for i in range(n_other)] + list(MT_GENES)
+    order = rng.permutation(n_genes)  # TFs and MT genes scattered through the gene order
+    genes = [names[i] for i in order]
+    col = {g: j for j, g in enumerate(genes)}
+    tf_columns = np.array([col[f"TF{i:03d}"] for i in range(n_tfs)], dtype=np.int64)
+    mt_columns = np.array([col[g] for g in MT_GENES], dtype=np.int64)
+
+    # Heavy-tailed gene means (log-normal); TFs are expressed, mitochondrial transcripts abundant.
+    log_mean = rng.normal(0.0, 1.6, size=n_genes)
+    log_mean[tf_columns] = rng.normal(2.0, 0.7, size=n_tfs)
+    log_mean[mt_columns] = rng.normal(5.0, 0.5, size=len(mt_columns))
+    theta = np.exp(rng.normal(np.log(3.0), 0.5, size=n_genes))
+
+    programs = rng.normal(0.0, 1.0, size=(n_states, n_tfs))
+    targets_pool = np.setdiff1d(np.arange(n_genes), np.concatenate([tf_columns, mt_columns]))
+    # Hub targets (Pareto popularity), biased toward expressed genes as ChIP-seq peaks sit at active promoters.
+    popularity = (rng.pareto(1.5, size=len(targets_pool)) + 1.0) * np.exp(0.5 * log_mean[targets_pool])
+    weights = np.zeros((n_tfs, n_genes), dtype=np.float32)
+    edges = []
+    for t in range(n_tfs):
+        k = int(np.clip(rng.poisson(mean_targets * rng.uniform(0.3, 1.7)), 3, len(targets_pool) - 1))
+        chosen = rng.choice(targets_pool, size=k, replace=False, p=popularity / popularity.sum())
+        sign = np.where(rng.uniform(size=k) < 0.85, 1.0, -1.0)
+        w = sign * rng.uniform(0.8, 1.5, size=k)
+        weights[t, chosen] = w
+        edges += [(genes[tf_columns[t]], genes[c], float(x)) for c, x in zip(chosen, w)]
+    # Hub targets have many regulators: scale each target's inputs so its log-rate shift keeps
+    # unit-order spread (otherwise a few genes take most of a cell's counts).
+    n_regulators = (weights != 0).sum(axis=0)
+    weights /= np.sqrt(np.maximum(n_regulators, 1)).astype(np.float32)
+    # A regulator-free programme on 5 % of the genes: variable genes that no TF explains.
+    state_effect = np.zeros((n_states, n_genes), dtype=np.float32)
+    noisy = rng.choice(targets_pool, size=max(1, len(targets_pool) // 20), replace=False)
+    state_effect[:, noisy] = rng.normal(0.0, 0.8, size=(n_states, len(noisy)))
+    return CountsModel(
+        genes=genes,
+        tfs=[genes[c] for c in tf_columns],
+        log_mean=log_mean,
+        theta=theta,
+        weights=weights,
+        tf_columns=tf_columns,
+        programs=programs,
+        state_effect=state_effect,
+        mt_columns=mt_columns,
+        edges=pd.DataFrame(edges, columns=["Gene1", "Gene2", "weight"]),
+    )
+
+
+def _cell_means(model: CountsModel, rng: np.random.Generator, n: int, umis: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expected counts float32 [n, G] for `n` new cells, and their library sizes [n]."""
+    states = rng.integers(0, model.programs.shape[0], size=n)
+    activity = model.programs[states] + rng.normal(0.0, 0.5, size=(n, len(model.tf_columns)))  # [n, T]
+    log_rate = (activity.astype(np.float32) @ model.weights) + model.state_effect[states]
+    log_rate += model.log_mean.astype(np.float32)
+    log_rate[:, model.tf_columns] += activity.astype(np.float32)  # a TF shows its own activity
+    stressed = rng.uniform(size=n) < 0.03  # a few dying cells: high mitochondrial fraction
+    log_rate[np.ix_(stressed, model.mt_columns)] += np.log(10.0)
+    rate = np.exp(log_rate - log_rate.max(axis=1, keepdims=True))
+    rate /= rate.sum(axis=1, keepdims=True)
+    library = np.exp(rng.normal(np.log(umis), 0.5, size=n)).astype(np.float32)  # several-fold spread
+    rate *= library[:, None]
+    return rate, library
+
+
+def _nb_nonzero_counts(lam: np.ndarray, theta: np.ndarray, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Negative-binomial counts (mean lam, shape theta) given that they are >= 1, by inverse CDF at
+    uniforms u (each u > P(0)); the rare ones past 200 steps are drawn by gamma-Poisson rejection."""
+    lam, theta, u = lam.astype(np.float64), theta.astype(np.float64), u.astype(np.float64)
+    q = lam / (lam + theta)
+    p = np.exp(-theta * np.log1p(lam / theta))  # P(0)
+    cdf = p.copy()
+    out = np.zeros(len(lam), dtype=np.int64)
+    active = np.arange(len(lam))
+    for k in range(1, 201):
+        p *= (k - 1 + theta) / k * q
+        cdf += p
+        done = u <= cdf
+        out[active[done]] = k
+        keep = ~done
+        active, p, cdf, u, q, theta = active[keep], p[keep], cdf[keep], u[keep], q[keep], theta[keep]
+        if not len(active):
+            break
+    while len(active):  # high means: conditional on > 0 by rejection (acceptance is high there)
+        draw = rng.poisson(rng.gamma(theta, lam[active] / theta))
+        ok = draw > 0
+        out[active[ok]] = draw[ok]
+        active, theta = active[~ok], theta[~ok]
+    return out
+
+
+def simulate_count_chunks(model: CountsModel, n_cells: int, chunk_cells: int = 500, seed: int = 0):
+    """Yield CSR float32 counts [c, G] for consecutive chunks of `chunk_cells` cells.
+
+    Memory is O(chunk_cells x genes) whatever `n_cells` is; nothing the size of the whole matrix.
+    """
+    rng = np.random.default_rng(seed + 1)
+    theta = model.theta.astype(np.float32)
+    for lo in range(0, n_cells, chunk_cells):
+        n = min(chunk_cells, n_cells - lo)
+        lam, _ = _cell_means(model, rng, n, model.umis_per_cell)
+        p0 = np.exp(-theta * np.log1p(lam / theta))
+        u = rng.random(size=lam.shape, dtype=np.float32)
+        flat = np.flatnonzero(u > p0)
+        del p0
+        g = lam.shape[1]
+        cols = flat % g
+        counts = _nb_nonzero_counts(lam.ravel()[flat], model.theta[cols], u.ravel()[flat], rng)
+        del lam, u
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(flat // g, minlength=n), out=indptr[1:])
+        yield sp.csr_matrix((counts.astype(np.float32), cols.astype(np.int32), indptr), shape=(n, g))
+
+
+def calibrate_umis(model: CountsModel, density: float, n_cells: int = 200, seed: int = 0) -> float:
+    """Mean library size whose expected fraction of non-zero counts is `density` (bisection)."""
+    rng = np.random.default_rng(seed + 2)
+    rate, library = _cell_means(model, rng, n_cells, 1.0)
+    rate /= library[:, None]  # proportions; library sizes are redrawn per cell below
+    spread = np.exp(rng.normal(0.0, 0.5, size=n_cells))[:, None]
+    theta = model.theta[None, :]
+
+    def nonzero(umis: float) -> float:
+        lam = rate * spread * umis
+        return float((1.0 - np.exp(-theta * np.log1p(lam / theta))).mean())
+
+    lo, hi = 10.0, 1e6
+    for _ in range(60):
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if nonzero(mid) < density else (lo, mid)
+    return float(np.sqrt(lo * hi))
+
+
+def chip_priors(model: CountsModel, recall: float = 0.7, false_fraction: float = 0.5, seed: int = 0) -> pd.DataFrame:
+    """ChIP-seq-like priors: `recall` of the planted edges plus `false_fraction` x as many bound
+    but non-functional sites (biased toward popular genes), as tf,target,score."""
+    rng = np.random.default_rng(seed + 3)
+    true = model.edges[rng.uniform(size=len(model.edges)) < recall]
+    rows = [(a, b, float(rng.uniform(50, 200))) for a, b in zip(true["Gene1"], true["Gene2"])]
+    others = np.setdiff1d(np.arange(len(model.genes)), model.tf_columns)
+    popularity = np.exp(model.log_mean[others])
+    for tf, group in true.groupby("Gene1"):
+        k = int(round(false_fraction * len(group)))
+        for c in rng.choice(others, size=min(k, len(others)), replace=False, p=popularity / popularity.sum()):
+            rows.append((tf, model.genes[c], float(rng.uniform(10, 120))))
+    out = pd.DataFrame(rows, columns=["tf", "target", "score"])
+    return out.drop_duplicates(["tf", "target"]).reset_index(drop=True)
+
+
+def ensembl_ids(n: int, seed: int = 0) -> list[str]:
+    """Fake versioned human Ensembl gene IDs (`ENSG00000123456.7`), distinct."""
+    rng = np.random.default_rng(seed + 4)
+    numbers = rng.choice(np.arange(1, 300_000), size=n, replace=False)
+    versions = rng.integers(1, 20, size=n)
+    return [f"ENSG{x:011d}.{v}" for x, v in zip(numbers, versions)]
+
+
+def write_counts_h5ad(
+    path: str | Path,
+    n_cells: int,
+    n_genes: int,
+    n_tfs: int = 150,
+    density: float = 0.06,
+    gene_ids: Literal["symbol", "ensembl"] = "symbol",
+    seed: int = 0,
+    chunk_cells: int = 500,
+    priors_path: str | Path | None = None,
+) -> dict:
+    """Write SYNTHETIC raw UMI counts (cells x genes, CSR float32) as an .h5ad, chunk by chunk.
+
+    With gene_ids="ensembl" the var_names are versioned Ensembl IDs and the symbols sit in
+    `var["gene_symbols"]` (the priors always use symbols). Also writes `priors_path` (ChIP-seq-like
+    tf,target,score CSV; default: `<stem>.priors.csv`) and `<stem>.truth.csv` (the planted edges).
+    Returns a summary (paths, shape, non-zeros, density, seconds).
+    """
+    import time
+
+    import h5py
+    from anndata.io import sparse_dataset, write_elem
+
+    start = time.perf_counter()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = counts_model(n_genes, n_tfs, seed=seed)
+    model.umis_per_cell = calibrate_umis(model, density, seed=seed)
+    libraries, n_genes_by_counts, nnz = [], [], 0
+    with h5py.File(path, "w") as f:
+        matrix = None
+        for chunk in simulate_count_chunks(model, n_cells, chunk_cells, seed):
+            if matrix is None:
+                write_elem(f, "X", chunk)
+                matrix = sparse_dataset(f["X"])
+            else:
+                matrix.append(chunk)
+            libraries.append(np.asarray(chunk.sum(axis=1)).ravel())
+            n_genes_by_counts.append(np.diff(chunk.indptr))
+            nnz += chunk.nnz
+        obs = pd.DataFrame(
+            {"total_counts": np.concatenate(libraries), "n_genes_by_counts": np.concatenate(n_genes_by_counts)},
+            index=pd.Index([f"cell{i:06d}" for i in range(n_cells)], name="cell"),
+        )
+        if gene_ids == "ensembl":
+            var = pd.DataFrame({"gene_symbols": model.genes}, index=pd.Index(ensembl_ids(n_genes, seed), name="gene"))
+        else:
+            var = pd.DataFrame(index=pd.Index(model.genes, name="gene"))
+        write_elem(f, "obs", obs)
+        write_elem(f, "var", var)
+        write_elem(f, "uns", {"synthetic": "scregnet.synthetic.write_counts_h5ad; not biological data"})
+        for key in ("obsm", "varm", "layers", "obsp", "varp"):
+            write_elem(f, key, {})
+        f.attrs["encoding-type"] = "anndata"
+        f.attrs["encoding-version"] = "0.1.0"
+    priors_path = Path(priors_path) if priors_path is not None else path.with_name(f"{path.stem}.priors.csv")
+    chip_priors(model, seed=seed).to_csv(priors_path, index=False)
+    truth_path = path.with_name(f"{path.stem}.truth.csv")
+    model.edges.to_csv(truth_path, index=False)
+    return {
+        "h5ad": str(path),
+        "priors": str(priors_path),
+        "truth": str(truth_path),
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_tfs": n_tfs,
+        "nnz": int(nnz),
+        "density": nnz / (n_cells * n_genes),
+        "umis_per_cell": model.umis_per_cell,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def make_counts_dataset(
+    directory: str | Path, n_cells: int = 600, n_genes: int = 2000, n_tfs: int = 30, seed: int = 0, **kwargs
+) -> tuple[Path, Path]:
+    """A small SYNTHETIC raw-count .h5ad + priors CSV for tests; returns (h5ad, priors)."""
+    directory = Path(directory)
+    info = write_counts_h5ad(directory / "counts.h5ad", n_cells, n_genes, n_tfs, seed=seed, **kwargs)
+    return Path(info["h5ad"]), Path(info["priors"])

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class ModelInputs:
     """Tensors the model needs, aligned to the dataset's gene order.
 
-    features: float32 [N, C] z-scored expression; embedding: float32 [N, D] or None;
+    features: float32 [N, C] z-scored expression (C = cells, or metacells when preprocessing
+    reduced them: `GRNDataset.zscored_features`); embedding: float32 [N, D] or None;
     embedding_found: bool [N] (genes that received a vector; others are zero rows).
     """
 
@@ -65,6 +66,7 @@ class TrainResult:
     seconds: float = 0.0
     stopped_early: bool = False
     train_positives: np.ndarray | None = None  # int64 [E, 2] (tf, target) the model was trained on
+    seen_pairs: np.ndarray | None = None  # int64 [m, 2] train + validation pairs (trained on or selected on)
 
 
 def build_model(inputs: ModelInputs, model_cfg) -> ScRegNet:
@@ -308,6 +310,7 @@ def fit(
         seconds,
         stopped_early,
         split.train_positive_edges(),
+        np.concatenate([split.train[:, :2], split.val[:, :2]]).astype(np.int64),
     )
 
 
@@ -325,4 +328,5 @@ def bundle(result: TrainResult, inputs: ModelInputs, model_cfg, **meta) -> Model
             **meta,
         },
         None if result.train_positives is None else torch.from_numpy(result.train_positives),
+        result.seen_pairs,
     )

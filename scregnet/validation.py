@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from scregnet.data import GRNDataset, _dense
+from scregnet.data import GRNDataset
 from scregnet.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -47,17 +48,67 @@ class ValidationReport:
             raise ValidationFailed(self.problems, self.report_path)
 
 
+def _stored_chunks(x, size: int = 1 << 22):
+    """(column index, value) arrays of a CSR/CSC matrix's stored values, `size` at a time."""
+    if x.format == "csr":
+        for lo in range(0, x.nnz, size):
+            yield x.indices[lo : lo + size], x.data[lo : lo + size]
+    else:  # CSC: a block of columns at a time, column ids from the indptr runs
+        step = max(1, x.shape[1] * size // max(x.nnz, 1))
+        for j0 in range(0, x.shape[1], step):
+            j1 = min(j0 + step, x.shape[1])
+            runs = np.diff(x.indptr[j0 : j1 + 1])
+            yield np.repeat(np.arange(j0, j1), runs), x.data[x.indptr[j0] : x.indptr[j1]]
+
+
 def _gene_frame(dataset: GRNDataset) -> pd.DataFrame:
-    x = _dense(dataset.adata.X).astype(np.float64)  # cells x genes
-    finite = np.isfinite(x)
-    with np.errstate(invalid="ignore"):
-        neg = np.where(finite, x < 0, False)
-        minimum = np.where(finite, x, np.inf).min(axis=0) if x.shape[0] else np.zeros(x.shape[1])
+    """One row per gene: counts of non-finite and negative values and the smallest finite value,
+    from the stored values of a sparse matrix (implicit zeros count as 0) or from row blocks of
+    a dense one; never a dense or float64 copy of the whole matrix."""
+    x = dataset.adata.X  # cells x genes
+    n_cells, n_genes = x.shape
+    nonfinite = np.zeros(n_genes, dtype=np.int64)
+    negative = np.zeros(n_genes, dtype=np.int64)
+    minimum = np.full(n_genes, np.inf)
+    if sp.issparse(x):
+        x = x.tocsr() if x.format not in ("csr", "csc") else x
+        stored = np.zeros(n_genes, dtype=np.int64)
+        # Chunks of stored values: bounded temporaries (bincount would copy all indices to int64).
+        for cols, data in _stored_chunks(x):
+            finite = np.isfinite(data)
+            stored += np.bincount(cols, minlength=n_genes)
+            if not finite.all():
+                nonfinite += np.bincount(cols[~finite], minlength=n_genes)
+            with np.errstate(invalid="ignore"):
+                neg = data < 0  # NaN compares False
+            if neg.any():
+                negative += np.bincount(cols[neg], minlength=n_genes)
+                np.minimum.at(minimum, cols[neg], data[neg])
+        # Smallest value: 0 where a column has implicit zeros, unless a stored value is lower;
+        # only columns with every cell stored need all their values looked at.
+        minimum[stored < n_cells] = np.minimum(minimum[stored < n_cells], 0.0)
+        full = stored == n_cells
+        if full.any():
+            for cols, data in _stored_chunks(x):
+                pick = full[cols] & np.isfinite(data)
+                np.minimum.at(minimum, cols[pick], data[pick])
+    else:
+        x = np.asarray(x)
+        rows = max(1, (1 << 22) // max(1, n_genes))
+        for lo in range(0, n_cells, rows):
+            block = x[lo : lo + rows].astype(np.float64)
+            finite = np.isfinite(block)
+            nonfinite += (~finite).sum(axis=0)
+            with np.errstate(invalid="ignore"):
+                negative += np.where(finite, block < 0, False).sum(axis=0)
+            minimum = np.minimum(minimum, np.where(finite, block, np.inf).min(axis=0))
+    if n_cells == 0:
+        minimum = np.zeros(n_genes)
     return pd.DataFrame(
         {
             "gene": [str(g) for g in dataset.adata.var_names],
-            "n_nonfinite": (~finite).sum(axis=0).astype(int),
-            "n_negative": neg.sum(axis=0).astype(int),
+            "n_nonfinite": nonfinite.astype(int),
+            "n_negative": negative.astype(int),
             "min_value": minimum,
         }
     )

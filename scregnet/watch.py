@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,7 +152,12 @@ def run_subprocess(cfg: WatchConfig, req: RunRequest, log: Callable[[str], None]
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=dict(os.environ),
+            # The audit log names the watcher as the one who moved (or kept) the champion.
+            env={
+                **os.environ,
+                "SCREGNET_ACTOR": f"watcher {socket.gethostname()}:{os.getpid()} "
+                f"for s3://{cfg.bucket}/{cfg.prefix.rstrip('/') + '/' if cfg.prefix else ''}{req.dataset}",
+            },
         )
         try:
             return proc.wait(timeout=cfg.run_timeout)

@@ -42,7 +42,7 @@ K8S_SCHEMA_VERSIONS = ("1.29.0", None)
 # Secrets the manifests may reference (created with kubectl, never committed).
 KNOWN_SECRETS = {"scregnet-db", "scregnet-s3", "scregnet-zenml", "scregnet-postgres"}
 
-PIPELINE_STEPS = ("ingest", "validate", "embed", "train", "evaluate", "register", "tune")
+PIPELINE_STEPS = ("ingest", "validate", "preprocess", "embed", "train", "evaluate", "register", "tune")
 GPU_STEPS = ("embed", "embed_shard", "embed_shard_2", "embed_shard_3", "embed_shard_4")
 # Mounts every ZenML pod needs because its root filesystem is read-only.
 WRITABLE_MOUNTS = {"/tmp", "/home/scregnet", "/app"}

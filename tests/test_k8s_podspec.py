@@ -337,7 +337,10 @@ MERGE_STEPS = {"add_gene_sums", "add_gene_sums_2", "add_gene_sums_3", "finalize_
 def test_a_job_per_step_plus_the_orchestrator_job(captured):
     jobs = _jobs_by_step(captured)
     assert (
-        set(jobs) == {"orchestrator", "ingest", "validate", "train", "evaluate", "register"} | GPU_STEPS | MERGE_STEPS
+        set(jobs)
+        == {"orchestrator", "ingest", "validate", "preprocess", "train", "evaluate", "register"}
+        | GPU_STEPS
+        | MERGE_STEPS
     )
     docker = yaml.safe_load((ROOT / "configs" / "k8s.yaml").read_text())["settings"]["docker"]
     for step, job in jobs.items():
@@ -369,6 +372,8 @@ def test_cpu_steps_get_no_gpu(captured):
     jobs = _jobs_by_step(captured)
     train = _pod(jobs["train"])["containers"][0]["resources"]
     assert train["requests"] == {"cpu": "2", "memory": "8Gi"}
+    preprocess = _pod(jobs["preprocess"])["containers"][0]["resources"]
+    assert preprocess["limits"] == {"cpu": "2", "memory": "16Gi"}
     for step, job in jobs.items():
         if step not in GPU_STEPS:
             pod = _pod(job)

@@ -21,6 +21,9 @@ SMALL = {
             "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
             "train": {"max_epochs": 30, "patience": 3},
             "embedder": {"kind": "pca", "dim": 8},
+            # The registry mechanics are under test here; a model on this tiny dataset is not shown
+            # to beat the no-learning baselines (tests/test_registry_gate.py tests that gate).
+            "registry": {"baseline_gate": False},
         }
     }
 }
@@ -135,8 +138,9 @@ def test_second_model_is_gated_against_the_champion(first_run, home, config_file
     assert str(c.get_model_version_by_alias("scregnet-synth", "challenger").version) == "2"
     champion = str(c.get_model_version_by_alias("scregnet-synth", "champion").version)
     v1 = c.get_model_version("scregnet-synth", "1")
-    # Same seed, same split: the gate compares stored test metrics on the same split.
+    # Same seed, same split: the fair set is the whole test part (neither model saw it).
     assert v1.tags["split_hash"] == v2.tags["split_hash"]
+    assert int(v2.tags["gate_fair_n_pairs"]) == int(v2.tags["gate_fair_n_candidates"]) > 0
     better = float(v2.tags["test_auprc"]) > float(v1.tags["test_auprc"])
     assert champion == ("2" if better else "1")
     assert v2.tags["promotion_decision"] == ("promoted" if better else "rejected")

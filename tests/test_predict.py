@@ -73,6 +73,8 @@ def trained(tracking, synthetic_dir, tmp_path_factory):
         "model": {"gnn_dims": [32, 16], "mlp_dims": [16]},
         "train": {"max_epochs": 20, "patience": 4},
         "tracking": {"tracking_uri": tracking},
+        # Promotion mechanics are under test; the baseline gate has its own tests (test_registry_gate.py).
+        "registry": {"baseline_gate": False},
     }
     config.write_text(yaml.safe_dump({"parameters": {"config": cfg}}))
     env = dict(os.environ)  # same SCREGNET_HOME / ZenML store as this process (conftest)

@@ -152,3 +152,98 @@ def prior_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _n_top_genes(value: str | None):
+    if value is None or value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a number of genes or 'all'") from None
+    if n < 0:
+        raise click.BadParameter(f"{value!r}: expected a number >= 0 or 'all'")
+    return n
+
+
+def preprocess_options(command):
+    """Options of the scanpy preprocessing of a lab's AnnData (the config's `preprocess` section)."""
+    from scregnet.config import PreprocessConfig as P
+
+    options = [
+        click.option(
+            "--preprocess",
+            "preprocess_mode",
+            type=choices(P, "mode"),
+            default=None,
+            help=with_default("auto: .h5ad inputs are preprocessed, BEELINE directories pass through.", P, "mode"),
+        ),
+        click.option(
+            "--input",
+            "input_kind",
+            type=choices(P, "input"),
+            default=None,
+            help=with_default("What X holds (auto: integer stored values = raw counts).", P, "input"),
+        ),
+        click.option(
+            "--n-top-genes",
+            default=None,
+            callback=lambda _c, _p, v: _n_top_genes(v),
+            help=with_default("Highly variable genes kept beside the expressed prior TFs, or 'all'.", P, "n_top_genes"),
+        ),
+        click.option(
+            "--min-genes-per-cell",
+            type=click.IntRange(min=0),
+            default=None,
+            help=with_default("QC: cells expressing fewer genes are dropped.", P, "min_genes_per_cell"),
+        ),
+        click.option(
+            "--min-cells-per-gene",
+            type=click.IntRange(min=0),
+            default=None,
+            help=with_default("QC: genes expressed in fewer cells are dropped.", P, "min_cells_per_gene"),
+        ),
+        click.option(
+            "--max-pct-mt",
+            type=click.FloatRange(0, 100, min_open=True),
+            default=None,
+            help="QC: cells with more than this % of counts in MT-/mt- genes are dropped (default: off).",
+        ),
+        click.option(
+            "--hvg-flavor",
+            type=choices(P, "hvg_flavor"),
+            default=None,
+            help=with_default("sc.pp.highly_variable_genes flavor.", P, "hvg_flavor"),
+        ),
+        click.option(
+            "--cell-features",
+            type=choices(P, "cell_features"),
+            default=None,
+            help=with_default("GNN node features: each gene over the cells, or over metacells.", P, "cell_features"),
+        ),
+        click.option(
+            "--n-metacells",
+            type=click.IntRange(min=2),
+            default=None,
+            help=with_default("Metacells (k-means on the cell PCA) when node features use them.", P, "n_metacells"),
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def preprocess_overrides(kw: dict) -> dict:
+    """Dotted config keys of the preprocess options (pops them from the command's kwargs)."""
+    names = {
+        "preprocess_mode": "mode",
+        "input_kind": "input",
+        "n_top_genes": "n_top_genes",
+        "min_genes_per_cell": "min_genes_per_cell",
+        "min_cells_per_gene": "min_cells_per_gene",
+        "max_pct_mt": "max_pct_mt",
+        "hvg_flavor": "hvg_flavor",
+        "cell_features": "cell_features",
+        "n_metacells": "n_metacells",
+    }
+    return {f"preprocess.{field}": kw.pop(option) for option, field in names.items() if option in kw}

@@ -24,13 +24,17 @@ def _no_such_model(exc: Exception) -> bool:
 @click.command()
 @click.option("--dataset", required=True, help="Dataset name, e.g. hESC/TFs500 or synthetic.")
 @click.option("--version", required=True, help="Registered version to make champion.")
-def promote(dataset, version) -> None:
-    """Make a registered version the champion (MLflow alias and ZenML stage together)."""
+@click.option("--reason", default="", help="Why (kept in the version's tags and the audit log).")
+def promote(dataset, version, reason) -> None:
+    """Make a registered version the champion whatever the gate said (recorded as forced).
+
+    The MLflow alias and the ZenML stage move together; `scregnet history` lists it.
+    """
     from pipelines.promotion import manual_promote
 
     name = _model_name(dataset)
     try:
-        manual_promote(name, str(version))
+        manual_promote(name, str(version), reason)
     except Exception as exc:
         if _no_such_model(exc):
             fail(f"{name} has no version {version} (see `scregnet compare` or the MLflow UI for its versions)", 1)
@@ -115,7 +119,13 @@ def predict(dataset, model, out, tfs_file, top, top_k_per_tf, min_score, order, 
         fail(f"{dataset}: {exc.args[0] if exc.args else exc}", 1)
     except Exception as exc:
         if _no_such_model(exc):
-            fail(f"{dataset}: no registered model {model!r} ({exc})", 1)
+            hint = (
+                " (no version holds that alias: the gate may have kept every version so far; see "
+                "`scregnet history`, or use --model challenger or a version number)"
+                if not str(model).isdigit()
+                else ""
+            )
+            fail(f"{dataset}: no registered model {model!r}{hint}", 1)
         raise
     click.echo(
         f"{loaded.name} version {loaded.version}: {summary['pairs']} pairs ({summary['tfs']} TFs, "
@@ -159,4 +169,22 @@ def compare(dataset, protocol, experiment, tags, by, out, ui_help) -> None:
         click.echo(UI_HELP)
 
 
-COMMANDS = (promote, rollback, predict, compare)
+@click.command()
+@click.option("--dataset", required=True, help="Dataset name, e.g. hESC/TFs500 or synthetic.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the table as CSV.")
+def history(dataset, out) -> None:
+    """Every change of champion (gate promotions and refusals, promote, rollback): when, who, why."""
+    from scregnet.audit import history as audit_history
+
+    name = _model_name(dataset)
+    table = audit_history(name)
+    if table.empty:
+        click.echo(f"{name}: no champion events recorded")
+    else:
+        shown = table.drop(columns=["model", "numbers"])
+        click.echo(shown.to_string(index=False, max_colwidth=90))
+    if out is not None:
+        click.echo(f"wrote {write_text(out, table.to_csv(index=False))}")
+
+
+COMMANDS = (promote, rollback, predict, compare, history)

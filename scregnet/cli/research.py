@@ -55,11 +55,17 @@ def _levels(value: str) -> list[float]:
     help="Repeatable.",
 )
 @click.option("--degree-aware", is_flag=True, default=False, help="Degree-aware negative sampling (every part).")
+@click.option(
+    "--peers/--no-peers",
+    default=True,
+    show_default=True,
+    help="Also score the peers of the config's `peers` section (GRNBoost2, co-expression, embedding cosine).",
+)
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="JSON file; a .md table is written beside it."
 )
-def benchmark(data, seeds, protocol, embedders, degree_aware, config_file, out) -> None:
+def benchmark(data, seeds, protocol, embedders, degree_aware, peers, config_file, out) -> None:
     """Accuracy and speed over datasets x seeds with the trivial baselines (core library, no ZenML)."""
     missing = [str(d) for d in data if not Path(d).is_dir()]
     if missing:
@@ -68,7 +74,8 @@ def benchmark(data, seeds, protocol, embedders, degree_aware, config_file, out) 
     config = load(config_file, **{"split.degree_aware_negatives": True if degree_aware else None})
     from scregnet.benchmark import BenchmarkSpec, run_benchmark, write_report
 
-    report = run_benchmark(BenchmarkSpec(list(data), seeds, protocol, tuple(embedders), config), log=click.echo)
+    spec = BenchmarkSpec(list(data), seeds, protocol, tuple(embedders), config, peers=peers)
+    report = run_benchmark(spec, log=click.echo)
     json_path, md_path = write_report(report, out, command_line())
     click.echo(md_path.read_text())
     click.echo(f"wrote {json_path} and {md_path}")

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import choices, fail, load, mlflow_ui_hint, prior_options, with_default
+from scregnet.cli._common import (
+    choices,
+    fail,
+    load,
+    mlflow_ui_hint,
+    preprocess_options,
+    preprocess_overrides,
+    prior_options,
+    with_default,
+)
 from scregnet.cli.errors import hide_library_tracebacks
 from scregnet.config import EmbedderConfig, ModelConfig, SplitConfig
 from scregnet.home import home
@@ -124,7 +133,7 @@ def run_training_pipeline(config, config_file: Path | None) -> None:
 
 
 def print_summary(config, metrics: dict, decision: dict, seconds: float) -> None:
-    """Test metrics of the model beside its baselines, and what the registry did with it."""
+    """Test metrics of the model beside its baselines and peers, and what the registry did with it."""
     test, base = metrics["test"], metrics["baselines"]["test"]
     click.echo("")
     click.secho(
@@ -134,7 +143,7 @@ def print_summary(config, metrics: dict, decision: dict, seconds: float) -> None
     )
     click.echo(f"{'':<20}{'AUROC':>8}{'AUPRC':>8}{'per-TF AUROC':>14}")
     click.echo(f"{'model (test)':<20}{test['auroc']:>8.3f}{test['auprc']:>8.3f}{test['per_tf_auroc']:>14.3f}")
-    for name, m in base.items():
+    for name, m in {**base, **metrics.get("peers", {}).get("test", {})}.items():
         click.echo(f"{name:<20}{m['auroc']:>8.3f}{m['auprc']:>8.3f}{m['per_tf_auroc']:>14.3f}")
     if decision.get("version"):
         state = "promoted to champion" if decision["promoted"] else "not promoted"
@@ -207,6 +216,7 @@ def demo(out_dir, seed, config_file) -> None:
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the split and the initialisation.")
 @click.option("--name", default=None, help="Dataset name in the registry (default: from the path).")
+@preprocess_options
 def train(
     data,
     h5ad,
@@ -224,6 +234,7 @@ def train(
     gnn,
     seed,
     name,
+    **preprocess,
 ):
     """Train, evaluate and register a model through the ZenML pipeline."""
     if data is None and h5ad is None and config_file is None:
@@ -247,6 +258,7 @@ def train(
             "model.gnn": gnn,
             "split.seed": seed,
             "train.seed": seed,
+            **preprocess_overrides(preprocess),
         },
     )
     run_training_pipeline(config, config_file)

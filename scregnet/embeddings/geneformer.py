@@ -681,6 +681,14 @@ def merge_gene_sums(parts: Sequence[GeneSums]) -> GeneEmbedding:
     return gene_sums_to_embedding(sum_gene_sums(parts))
 
 
+def expression_matrix(adata, transform: str):
+    """The matrix to rank: with transform "counts", the raw counts preprocessing keeps in
+    `layers["counts"]` when there (X is then log-normalised); otherwise X."""
+    if transform == "counts" and "counts" in getattr(adata, "layers", {}):
+        return adata.layers["counts"]
+    return adata.X
+
+
 def input_sha256(X, genes: Sequence[str]) -> str:
     """sha256 of the gene names and the expression matrix (dense bytes or CSR arrays)."""
     h = hashlib.sha256()
@@ -821,7 +829,7 @@ class GeneformerEmbedder:
         d = _bert(model).config.hidden_size
         sums = torch.zeros(tok.n_slots, d, dtype=torch.float64, device=self.device)
         counts = torch.zeros(tok.n_slots, dtype=torch.int64, device=self.device)
-        X = adata.X
+        X = expression_matrix(adata, self.cfg.transform)
         chunks = [cells[i : i + self.chunk_cells] for i in range(0, len(cells), self.chunk_cells)]
         started, n_embedded = time.perf_counter(), 0
         # Tokenise the next chunk on a CPU thread while the device works on the current one.
@@ -878,7 +886,7 @@ class GeneformerEmbedder:
 
     def embed(self, adata) -> GeneEmbedding:
         """Mean hidden-state vector per input gene symbol; shards run one after another."""
-        digest = input_sha256(adata.X, [str(g) for g in adata.var_names])
+        digest = input_sha256(expression_matrix(adata, self.cfg.transform), [str(g) for g in adata.var_names])
         n = self.cfg.n_shards
         parts = [self.embed_shard(adata, i, n, _input_hash=digest) for i in range(n)]
         emb = merge_gene_sums(parts)

@@ -47,14 +47,30 @@ def start_training_run(tracker: Tracker, config, dataset, split, run_name: str |
     return tracker.start_run(tags, config.flat(), run_name=run_name)
 
 
-def flat_metrics(model: dict, baselines: dict) -> dict[str, float]:
-    """`{part}_{model|baseline}_{metric}`: distinct names, since one MLflow run holds every step."""
+def flat_metrics(model: dict, baselines: dict, peers: dict | None = None) -> dict[str, float]:
+    """`{part}_{model|baseline|peer}_{metric}`: distinct names, since one MLflow run holds every step."""
     out = {}
     for part, metrics in model.items():
         out.update({f"{part}_model_{k}": v for k, v in metrics.items()})
-        for name, bm in baselines.get(part, {}).items():
-            out.update({f"{part}_{name}_{k}": v for k, v in bm.items()})
+        for group in (baselines, peers or {}):
+            for name, bm in group.get(part, {}).items():
+                out.update({f"{part}_{name}_{k}": v for k, v in bm.items()})
     return out
+
+
+def difference_metrics(per_tf_differences: dict) -> dict[str, float]:
+    """`test_model_minus_{scorer}_per_tf_auroc` with `_lo`, `_hi` (bootstrap interval) and `_n_tfs`."""
+    out = {}
+    for name, iv in per_tf_differences.items():
+        key = f"test_model_minus_{name}_per_tf_auroc"
+        out.update({key: iv.mean, f"{key}_lo": iv.lo, f"{key}_hi": iv.hi, f"{key}_n_tfs": iv.n})
+    return out
+
+
+def evaluation_metrics(evaluation) -> dict[str, float]:
+    """Everything an evaluation logs: model, baseline and peer metrics, and the per-TF differences."""
+    ev = evaluation
+    return flat_metrics(ev.model, ev.baselines, ev.peers) | difference_metrics(ev.per_tf_differences)
 
 
 def log_inputs(tracker: Tracker, run_id: str, embedding, prior_manifest=None) -> None:
@@ -90,16 +106,16 @@ def log_training(tracker: Tracker, run_id: str, result, split, inputs, select_me
 
 
 def log_evaluation(tracker: Tracker, run_id: str, evaluation, genes: list[str], title: str) -> list:
-    """Model and baseline metrics (`flat_metrics`) and the test figures; returns the figures."""
+    """Model, baseline and peer metrics (`evaluation_metrics`) and the test figures; returns the figures."""
     from scregnet.metrics import per_tf_table
     from scregnet.plots import per_tf_figure, roc_pr_figure
 
-    tracker.log_metrics(run_id, flat_metrics(evaluation.model, evaluation.baselines))
+    tracker.log_metrics(run_id, evaluation_metrics(evaluation))
     ev = evaluation
-    figures = [roc_pr_figure(ev.test_pairs, ev.test_scores, ev.baseline_test_scores, title)]
+    figures = [roc_pr_figure(ev.test_pairs, ev.test_scores, ev.baseline_test_scores, title, ev.peer_test_scores)]
     tracker.log_figure(run_id, figures[0], "roc_pr_test.png")
     table = per_tf_table(ev.test_pairs, ev.test_scores, genes)
-    base_tables = {b: per_tf_table(ev.test_pairs, s, genes) for b, s in ev.baseline_test_scores.items()}
+    base_tables = {b: per_tf_table(ev.test_pairs, s, genes) for b, s in ev.other_test_scores().items()}
     if len(table):
         figures.append(per_tf_figure(table, base_tables))
         tracker.log_figure(run_id, figures[-1], "per_tf_auroc_test.png")

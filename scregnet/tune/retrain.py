@@ -102,8 +102,11 @@ def tune(
     with mlflow.holding(owned) if owned else nullcontext():
         result = _result(study, config, storage, time.perf_counter() - t0, parent)
         if retrain if retrain is not None else config.tune.retrain:
+            from scregnet.peers import PeerScores
+
+            peers = PeerScores.of(dataset, config.peers, embedding)
             result.final, result.final_run_id = retrain_and_evaluate(
-                dataset, inputs, split, config, result.best_params, track, parent
+                dataset, inputs, split, config, result.best_params, track, parent, peers
             )
         result.seconds = time.perf_counter() - t0
         path = best_params_artifact(result, Path(out_dir or _default_out(study.study_name)))
@@ -142,7 +145,8 @@ def _result(study, config: RunConfig, storage: str | None, study_seconds: float,
 
 def _log_study(mlflow, parent: str, result: TuneResult, config: RunConfig, path: Path) -> None:
     """The best params file and the study's summary metrics on its parent run."""
-    with_final = records.flat_metrics(result.final["model"], result.final["baselines"]) if result.final else {}
+    final = result.final
+    with_final = records.flat_metrics(final["model"], final["baselines"], final.get("peers")) if final else {}
     mlflow.log_artifacts(parent, path.parent, "tuning")
     mlflow.log_metrics(
         parent,
@@ -162,8 +166,10 @@ def retrain_and_evaluate(
     params: dict,
     track: bool = True,
     parent_run_id: str | None = None,
+    peers=None,
 ):
-    """Retrain with `params` (full epoch budget, selection on validation) and evaluate once on test.
+    """Retrain with `params` (full epoch budget, selection on validation) and evaluate once on test
+    (beside the baselines and, given a PeerScores, the peers).
 
     Returns (final metrics dict, MLflow run id or None). The run is recorded like a pipeline run.
     """
@@ -179,11 +185,20 @@ def retrain_and_evaluate(
     with mlflow.holding(run_id) if run_id else nullcontext():
         res = fit(inputs, split, cfg.model, cfg.train)
         model = bundle(res, inputs, cfg.model, dataset=dataset.name, split_sha256=split.hash())
-        ev = evaluate(model, split)
+        r = cfg.registry
+        ev = evaluate(
+            model, split, peers, {"n_boot": r.bootstrap_samples, "seed": r.bootstrap_seed, "level": r.bootstrap_level}
+        )
         if run_id:
             records.log_training(mlflow, run_id, res, split, inputs, cfg.train.select_metric)
             title = f"{dataset.name} ({split.protocol}, seed {split.seed}, tuned)"
             records.log_evaluation(mlflow, run_id, ev, model.genes, title)
             mlflow.end_run(run_id, "FINISHED")
-    final = {"model": ev.model, "baselines": ev.baselines, "best_epoch": res.best_epoch, "train_seconds": res.seconds}
+    final = {
+        "model": ev.model,
+        "baselines": ev.baselines,
+        "peers": ev.peers,
+        "best_epoch": res.best_epoch,
+        "train_seconds": res.seconds,
+    }
     return final, run_id

@@ -9,6 +9,7 @@ from zenml.types import HTMLString
 
 from scregnet.config import RunConfig
 from scregnet.experiment import evaluate as evaluate_model
+from scregnet.peers import PeerScores
 from scregnet.plots import html_report
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
@@ -18,18 +19,28 @@ from steps.common import measured, record
 
 @step(enable_cache=False)
 def evaluate(
-    model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str
+    model: ModelBundle, split: Split, config: RunConfig, mlflow_run_id: str, peer_scores: PeerScores | None = None
 ) -> tuple[Annotated[dict, "metrics"], Annotated[HTMLString, "evaluation_report"]]:
     with measured("evaluate"):
         mlflow = tracker(config)
         with mlflow.holding(mlflow_run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
-            ev = evaluate_model(model, split)
+            r = config.registry
+            boot = {"n_boot": r.bootstrap_samples, "seed": r.bootstrap_seed, "level": r.bootstrap_level}
+            ev = evaluate_model(model, split, peer_scores, boot)
+            if peer_scores is not None and peer_scores.skipped:
+                mlflow.set_tags(mlflow_run_id, {f"peer_{n}_skipped": why for n, why in peer_scores.skipped.items()})
             title = f"{model.meta.get('dataset', '')} ({split.protocol}, seed {split.seed})"
             figures = records.log_evaluation(mlflow, mlflow_run_id, ev, model.genes, title)
-            flat = records.flat_metrics(ev.model, ev.baselines)
+            flat = records.evaluation_metrics(ev)
             record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
             # Shown as the step's visualisation in the ZenML dashboard (the same figures as in MLflow).
             report = HTMLString(
-                html_report(f"test: {title}", {"model": ev.model["test"], **ev.baselines["test"]}, figures)
+                html_report(f"test: {title}", {"model": ev.model["test"], **ev.others("test")}, figures)
             )
-        return {"val": ev.model.get("val", {}), "test": ev.model["test"], "baselines": ev.baselines}, report
+        metrics = {
+            "val": ev.model.get("val", {}),
+            "test": ev.model["test"],
+            "baselines": ev.baselines,
+            "peers": ev.peers,
+        }
+        return metrics, report

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from zenml import get_step_context, step
 
-from scregnet import registry
+from scregnet import audit, registry
 from scregnet.config import RunConfig
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
@@ -21,6 +21,13 @@ def mirror_to_zenml(promoted: bool) -> None:
         model.set_stage("production" if promoted else "staging", force=True)
 
 
+def _pipeline_run_name() -> str:
+    try:
+        return get_step_context().pipeline_run.name
+    except Exception:  # called outside a pipeline (entrypoint tests)
+        return "standalone"
+
+
 @step(enable_cache=False)
 def register(
     model: ModelBundle, split: Split, metrics: dict, config: RunConfig, mlflow_run_id: str
@@ -31,37 +38,32 @@ def register(
             if not config.registry.enabled:
                 mlflow.end_run(mlflow_run_id, "FINISHED")
                 return {"registered": False}
-            name = registry.model_name(config.registry.model_prefix, model.meta["dataset"])
             uri = registry.log_model(mlflow_run_id, model, mlflow)
-            test = {k: v for k, v in metrics["test"].items() if k in ("auroc", "auprc", "per_tf_auroc", "per_tf_auprc")}
             zenml_version = str(get_step_context().model.version) if get_step_context().model else ""
             # A kill waits for this block: no version, or a complete one with its run FINISHED.
             with signals_deferred():
-                decision = registry.register(
+                decision = registry.register_and_gate(
                     mlflow_run_id,
                     uri,
-                    name,
-                    test,
-                    split.hash(),
-                    metric=config.registry.promotion_metric,
-                    margin=config.registry.promotion_margin,
-                    split_test=split.test,
-                    genes=model.genes,
+                    model,
+                    split,
+                    config.registry,
                     tracking=mlflow,
+                    mirror=mirror_to_zenml,
+                    actor=f"{audit.who()} via pipeline run {_pipeline_run_name()}",
                     extra_tags={"zenml_model_version": zenml_version},
                 )
-                registry.apply_promotion(decision, mirror_to_zenml, mlflow)
                 mlflow.set_tags(
                     mlflow_run_id,
                     {
-                        "registered_model": name,
+                        "registered_model": decision.name,
                         "registered_version": decision.version,
                         "promotion": "promoted" if decision.promoted else "rejected",
                     },
                 )
                 record(
                     {
-                        "mlflow_model": name,
+                        "mlflow_model": decision.name,
                         "mlflow_version": decision.version,
                         "promoted": decision.promoted,
                         "reason": decision.reason,

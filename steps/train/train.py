@@ -12,6 +12,7 @@ from materializers import ModelBundleMaterializer, SplitMaterializer
 from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
 from scregnet.embeddings import GeneEmbedding
+from scregnet.preprocess import run_params
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split, make_split
 from scregnet.tracking import records, tracker
@@ -32,6 +33,9 @@ def train(
         )
         with mlflow.holding(run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
             records.log_inputs(mlflow, run_id, gene_embedding, config.data.prior_manifest)
+            # What preprocessing resolved (input kind, genes kept, node features), beside the config.
+            if info := expression.uns.get("preprocess"):
+                mlflow.log_params(run_id, run_params(info))
             inputs = ModelInputs.build(dataset, gene_embedding)
             result = fit(inputs, split, config.model, config.train)
             records.log_training(mlflow, run_id, result, split, inputs, config.train.select_metric)
