@@ -242,11 +242,13 @@ def _nonzero_counts(x) -> tuple[np.ndarray, np.ndarray]:
     Sparse: from the stored values (no dense copy; stored zeros do not count). Dense: in row blocks,
     so the boolean mask never spans the whole matrix.
     """
-    import scipy.sparse as sp
-
     if sp.issparse(x):
-        nz = x != 0  # sparse boolean matrix: the non-zeros only
-        return np.asarray(nz.sum(axis=1)).ravel().astype(np.int64), np.asarray(nz.sum(axis=0)).ravel().astype(np.int64)
+        x = x if x.format in ("csr", "csc") else x.tocsr()
+        stored = x.data != 0  # [nnz]: explicitly stored zeros do not count
+        ends = np.concatenate(([0], np.cumsum(stored)))[x.indptr]
+        major = np.diff(ends)  # per row of CSR / column of CSC
+        minor = np.bincount(x.indices[stored], minlength=x.shape[1 if x.format == "csr" else 0])
+        return (major, minor) if x.format == "csr" else (minor, major)
     x = np.asarray(x)
     per_cell = np.zeros(x.shape[0], dtype=np.int64)
     per_gene = np.zeros(x.shape[1], dtype=np.int64)

@@ -242,9 +242,14 @@ def test_nonzero_counts_agree_dense_and_sparse():
     x = _counts(50, 20)
     x[x < 2] = 0
     dense = _nonzero_counts(x)
-    sparse = _nonzero_counts(sp.csc_matrix(x))
     assert np.array_equal(dense[0], (x != 0).sum(1)) and np.array_equal(dense[1], (x != 0).sum(0))
-    assert np.array_equal(dense[0], sparse[0]) and np.array_equal(dense[1], sparse[1])
+    stored_zero = sp.csr_matrix(x)
+    rows, cols = stored_zero.nonzero()  # row-major, the order of .data
+    stored_zero.data[:3] = 0  # explicitly stored zeros are not expression
+    x[rows[:3], cols[:3]] = 0
+    for matrix in (sp.csr_matrix(x), sp.csc_matrix(x), sp.coo_matrix(x), stored_zero, stored_zero.tocsc()):
+        cells, genes = _nonzero_counts(matrix)
+        assert np.array_equal(cells, (x != 0).sum(1)) and np.array_equal(genes, (x != 0).sum(0)), matrix.format
 
 
 def test_text_score_column_is_a_warning_and_an_error_with_min_score(tmp_path):
