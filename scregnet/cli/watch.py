@@ -85,7 +85,7 @@ from scregnet.home import home
 @click.option(
     "--retry-base",
     "retry_base_seconds",
-    type=FiniteRange(min=0),
+    type=FiniteRange(),  # negatives: the check below names all three options
     default=15 * 60.0,
     show_default=True,
     help="After a dataset's run failed, wait this long before retrying the same priors; doubles with "
@@ -94,14 +94,14 @@ from scregnet.home import home
 @click.option(
     "--retry-max",
     "retry_max_seconds",
-    type=FiniteRange(min=0),
+    type=FiniteRange(),
     default=6 * 3600.0,
     show_default=True,
     help="Upper bound of the retry wait.",
 )
 @click.option(
     "--max-failures",
-    type=click.IntRange(min=0),
+    type=int,
     default=8,
     show_default=True,
     help="Give up on a dataset's priors after this many consecutive failures (failed runs, refused keys, errors), "
