@@ -28,3 +28,7 @@ class ValidationFailed(ScregnetError):
         lines = "\n".join(f"  - {p}" for p in problems)
         tail = f"\nFull report: {report_path}" if report_path else ""
         super().__init__(f"input validation failed ({len(problems)} problem(s)):\n{lines}{tail}")
+
+
+class ConfigError(ScregnetError, ValueError):
+    """The run configuration (YAML or command-line values) is invalid; one line per bad key."""

@@ -191,17 +191,29 @@ def heldout_split(
 def make_split(graph: LabelGraph, config) -> Split:
     """From a `SplitConfig`: pre-made split files, or one of the protocols."""
     if config.split_dir is not None:
-        return read_split_dir(config.split_dir, n_genes=graph.n_genes)
-    if len(graph.tf_index) == 0:
+        split = read_split_dir(config.split_dir, n_genes=graph.n_genes)
+    elif len(graph.tf_index) == 0:
         raise DataError("no TF has a known positive target in the priors; nothing to split")
-    if config.protocol == "genelink":
+    elif config.protocol == "genelink":
         split = genelink_split(
             graph, config.seed, config.train_frac, config.val_frac, config.single_positive_train_prob
         )
     else:
         split = heldout_split(graph, config.protocol, config.seed, config.heldout_frac, config.val_frac)
-    if config.degree_aware_negatives:
+    if config.degree_aware_negatives and config.split_dir is None:  # pre-made files are used as they are
         split = degree_aware_negatives(split, config.seed)
+    # Checked before any run opens: an empty part would fail only at evaluation, after training.
+    empty = [p for p in ("train", "test") if len(split.part(p)) == 0]
+    if empty:
+        if config.split_dir is not None:
+            where = f"the split files in {config.split_dir}"
+        else:
+            first = "train_frac" if config.protocol == "genelink" else "heldout_frac"
+            where = (
+                f"the {config.protocol} split (split.{first} {getattr(config, first):g}, "
+                f"split.val_frac {config.val_frac:g}, seed {config.seed})"
+            )
+        raise DataError(f"{where} leaves the {' and '.join(empty)} part(s) with no pairs; too few labelled pairs")
     return split
 
 
@@ -242,6 +254,9 @@ def read_split_dir(directory: str | Path, n_genes: int | None = None) -> Split:
                 continue
             raise DataError(f"missing {fname} (or {fname}.gz)", directory)
         df = read_table(path, expect=("TF", "Target", "Label"))
+        if df.empty:  # a part with no pairs (header only)
+            parts[part] = np.zeros((0, 3), dtype=np.int64)
+            continue
         arr = df[["TF", "Target", "Label"]].to_numpy()
         if not np.issubdtype(arr.dtype, np.integer):
             raise DataError("columns TF, Target, Label must hold integers", path)

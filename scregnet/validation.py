@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,6 +236,101 @@ def check_expression(context, dataset: GRNDataset, report: ValidationReport, min
         report.problems.append(f"{expr_file}: only {n_cells} cells; expected at least {min_cells}")
 
 
+def _nonzero_counts(x) -> tuple[np.ndarray, np.ndarray]:
+    """Non-zero values per cell [cells] and per gene [genes] of a cells x genes matrix, dense or sparse.
+
+    Sparse: from the stored values (no dense copy; stored zeros do not count). Dense: in row blocks,
+    so the boolean mask never spans the whole matrix.
+    """
+    if sp.issparse(x):
+        x = x if x.format in ("csr", "csc") else x.tocsr()
+        stored = x.data != 0  # [nnz]: explicitly stored zeros do not count
+        ends = np.concatenate(([0], np.cumsum(stored)))[x.indptr]
+        major = np.diff(ends)  # per row of CSR / column of CSC
+        minor = np.bincount(x.indices[stored], minlength=x.shape[1 if x.format == "csr" else 0])
+        return (major, minor) if x.format == "csr" else (minor, major)
+    x = np.asarray(x)
+    per_cell = np.zeros(x.shape[0], dtype=np.int64)
+    per_gene = np.zeros(x.shape[1], dtype=np.int64)
+    rows = max(1, (1 << 24) // max(x.shape[1], 1))
+    for start in range(0, x.shape[0], rows):
+        nz = x[start : start + rows] != 0
+        per_cell[start : start + rows] = nz.sum(axis=1)
+        per_gene += nz.sum(axis=0)
+    return per_cell, per_gene
+
+
+# A cell barcode as a token: 10x (AAACCTGAGAAACCAT-1), with a sample prefix or suffix; gene symbols
+# are never 10+ letters of A, C, G, T, N alone.
+_BARCODE = re.compile(r"(?:^|[^A-Za-z])[ACGTN]{10,}(?:$|[^A-Za-z])")
+
+
+def _examples(names, mask: np.ndarray, limit: int = 3) -> list[str]:
+    return [str(n) for n in np.asarray(names)[np.flatnonzero(mask)[:limit]]]
+
+
+def check_expression_content(
+    dataset: GRNDataset, report: ValidationReport, max_empty_cell_frac: float, max_empty_gene_frac: float
+) -> None:
+    """Expression sanity: not all zeros, not mostly empty cells or genes, not transposed (genes as cells).
+
+    Errors above `max_empty_cell_frac` / `max_empty_gene_frac` (`DataConfig`), warnings below them.
+    Computed from per-cell and per-gene non-zero counts (sparse-friendly, no dense copy).
+    """
+    expr_file = dataset.sources.get("expression", "expression")
+    adata = dataset.adata
+    n_cells, n_genes = adata.shape
+    if n_cells == 0 or n_genes == 0:
+        return  # reported by the cell / gene counts
+    _check_transposed(dataset, report, expr_file)
+    per_cell, per_gene = _nonzero_counts(adata.X)
+    empty_cells, empty_genes = per_cell == 0, per_gene == 0
+    report.statistics.update(empty_cells=int(empty_cells.sum()), empty_genes=int(empty_genes.sum()))
+    if not per_cell.any():
+        report.problems.append(
+            f"{expr_file}: every expression value is 0 ({n_cells} cells x {n_genes} genes); "
+            "expected raw counts or log-expression with non-zero values"
+        )
+        return
+    for what, empty, names, limit, key in (
+        ("cells", empty_cells, adata.obs_names, max_empty_cell_frac, "data.max_empty_cell_frac"),
+        ("genes", empty_genes, adata.var_names, max_empty_gene_frac, "data.max_empty_gene_frac"),
+    ):
+        k, n = int(empty.sum()), len(empty)
+        if not k:
+            continue
+        text = f"{expr_file}: {k} of {n} {what} ({k / n:.1%}) have no non-zero value, e.g. {_examples(names, empty)}"
+        if k / n > limit:
+            hint = " (an unfiltered droplet matrix? use the filtered one)" if what == "cells" else ""
+            report.problems.append(f"{text}; expected at most {limit:.0%} ({key}){hint}")
+        else:
+            report.warnings.append(f"{text}; they carry no information")
+
+
+def _check_transposed(dataset: GRNDataset, report: ValidationReport, expr_file: str) -> None:
+    """Genes as observations: obs names that are prior genes, var names that look like cell barcodes."""
+    adata, priors = dataset.adata, dataset.priors
+    prior_genes = set(priors["tf"].astype(str).str.upper()) | set(priors["target"].astype(str).str.upper())
+    obs = pd.Index(adata.obs_names.astype(str))
+    obs_hits = obs.str.upper().isin(prior_genes)
+    var_hits = pd.Index(adata.var_names.astype(str)).str.upper().isin(prior_genes)
+    barcodes = np.array([bool(_BARCODE.search(str(v))) for v in adata.var_names[:1000]])
+    many_genes_as_cells = obs_hits.sum() > var_hits.sum() and obs_hits.sum() >= 0.5 * min(len(prior_genes), len(obs))
+    if not (many_genes_as_cells or (len(barcodes) and barcodes.mean() >= 0.5)):
+        return
+    said = []
+    if obs_hits.any():
+        said.append(f"{int(obs_hits.sum())} observation (cell) names are prior genes, e.g. {_examples(obs, obs_hits)}")
+    if barcodes.any():
+        said.append(
+            f"variable (gene) names look like cell barcodes, e.g. {_examples(adata.var_names[:1000], barcodes)}"
+        )
+    report.problems.append(
+        f"{expr_file}: the matrix looks transposed: {'; '.join(said)}; expected cells as observations (rows) and "
+        "genes as variables (columns): save adata.T instead"
+    )
+
+
 def _harmonization_warnings(dataset: GRNDataset, report: ValidationReport, expr_file: str) -> None:
     genes_report = dataset.adata.uns.get("gene_harmonization", {})  # written by load_h5ad (scregnet.genes)
     if genes_report.get("merged_genes", 0):
@@ -312,15 +408,33 @@ def _write_data_docs(context, report_dir: Path, report: ValidationReport) -> Non
 
 
 def validate_dataset(
-    dataset: GRNDataset, min_cells: int = 10, min_genes: int = 20, report_dir: str | Path | None = None
+    dataset: GRNDataset,
+    min_cells: int = 10,
+    min_genes: int = 20,
+    report_dir: str | Path | None = None,
+    *,
+    max_empty_cell_frac: float | None = None,
+    max_empty_gene_frac: float | None = None,
 ) -> ValidationReport:
-    """Run the expression and priors suites; returns a report (does not raise)."""
+    """Run the expression and priors suites; returns a report (does not raise).
+
+    `max_empty_*_frac`: None = the `DataConfig` default.
+    """
+    from scregnet.config import DataConfig
+
+    limits = DataConfig.model_fields
     report_dir = Path(report_dir) if report_dir is not None else None
     report = ValidationReport()
     n_cells, n_genes = dataset.adata.shape
     report.statistics = {"cells": n_cells, "genes": n_genes, "prior_edges": len(dataset.priors)}
     context = _gx_context(report_dir)
     check_expression(context, dataset, report, min_cells, min_genes)
+    check_expression_content(
+        dataset,
+        report,
+        limits["max_empty_cell_frac"].default if max_empty_cell_frac is None else max_empty_cell_frac,
+        limits["max_empty_gene_frac"].default if max_empty_gene_frac is None else max_empty_gene_frac,
+    )
     check_priors(context, dataset, report)
     if not report.problems:
         _check_positives(dataset, report)

@@ -23,6 +23,14 @@ def record(metadata: dict[str, Any]) -> None:
     log_metadata(metadata)
 
 
+def pipeline_run_name() -> str:
+    """Name of the running pipeline run ("standalone" outside a pipeline, e.g. `.entrypoint` tests)."""
+    try:
+        return get_step_context().pipeline_run.name
+    except Exception:
+        return "standalone"
+
+
 @contextmanager
 def measured(step: str) -> Iterator[Measured]:
     """Wall time and peak RSS of the step's body, logged at INFO and kept as step metadata."""

@@ -22,6 +22,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (comparisons with nan are always false)."""
+
+    def convert(self, value, param, ctx):
+        """The number, or a usage error naming the option."""
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
 def _literal_args(annotation: Any) -> list[str]:
     if typing.get_origin(annotation) is typing.Literal:
         return [str(a) for a in typing.get_args(annotation)]
@@ -86,6 +99,23 @@ def mlflow_ui_hint() -> str:
     )
 
 
+def check_out(path: Path | None, option: str = "--out") -> None:
+    """Exit 2 now, before any work, when `path` cannot be written as a file (a directory, or below a file)."""
+    import os
+
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path}: is a directory; give a file name", 2)
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"{option} {path}: {parent} is a file, not a directory", 2)
+            if not os.access(parent, os.W_OK | os.X_OK):
+                fail(f"{option} {path}: cannot create files in {parent} (permission denied)", 2)
+            return
+
+
 def write_text(path: Path, text: str) -> Path:
     """Write an output file, creating its folder; a clear error when the path cannot be a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +141,7 @@ def prior_options(command):
             help=with_default("Format of the prior files (auto: from suffix and content).", DataConfig, "prior_format"),
         ),
         click.option("--tf", default=None, help="TF of a ChIP-Atlas table whose header and file name do not say."),
-        click.option("--min-score", type=float, default=None, help="Keep prior pairs scoring at least this."),
+        click.option("--min-score", type=FiniteRange(), default=None, help="Keep prior pairs scoring at least this."),
         click.option(
             "--gene-symbols",
             default=None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import choices, fail, prior_options, with_default
+from scregnet.cli._common import check_out, choices, fail, prior_options, with_default
 from scregnet.config import DataConfig, GeneformerConfig
 from scregnet.home import home
 
@@ -25,26 +25,39 @@ from scregnet.home import home
 )
 def validate(data, h5ad, priors, prior_format, tf, min_score, gene_symbols, min_cells, min_genes) -> None:
     """Run the input checks alone: exit 0 on good input, non-zero with one line per problem."""
-    from scregnet.cli._common import overrides
+    from scregnet.cli._common import load
+
+    if data is None and h5ad is None:
+        fail("give --data DIR, or --h5ad FILE --priors FILE", 2)
+    cfg = load(  # the same checks as a run config: a bad value exits 2 naming the key
+        None,
+        **{
+            "data.path": str(data) if data else None,
+            "data.h5ad": str(h5ad) if h5ad else None,
+            "data.priors": [str(p) for p in priors] or None,
+            "data.min_cells": min_cells,
+            "data.min_genes": min_genes,
+            "data.prior_format": prior_format,
+            "data.prior_tf": tf,
+            "data.prior_min_score": min_score,
+            "data.gene_symbols": gene_symbols,
+        },
+    ).data
     from scregnet.data import check_inputs, load_dataset
     from scregnet.errors import ScregnetError
     from scregnet.registry import model_name
     from scregnet.validation import validate_dataset
 
     try:
-        options = overrides(
-            min_cells=min_cells,
-            min_genes=min_genes,
-            prior_format=prior_format,
-            prior_tf=tf,
-            prior_min_score=min_score,
-            gene_symbols=gene_symbols,
-        )
-        cfg = DataConfig(path=data, h5ad=h5ad, priors=list(priors), **options)
         check_inputs(cfg)
         dataset = load_dataset(cfg)
         report = validate_dataset(
-            dataset, cfg.min_cells, cfg.min_genes, report_dir=home() / "validation" / model_name("report", dataset.name)
+            dataset,
+            cfg.min_cells,
+            cfg.min_genes,
+            report_dir=home() / "validation" / model_name("report", dataset.name),
+            max_empty_cell_frac=cfg.max_empty_cell_frac,
+            max_empty_gene_frac=cfg.max_empty_gene_frac,
         )
     except (ScregnetError, ValueError) as exc:
         fail(f"invalid input: {exc}", 1)
@@ -107,6 +120,7 @@ def embed(data, h5ad, model, dictionaries, layer, transform, device, precision, 
         fail("give exactly one of --data DIR or --h5ad FILE", 2)
     if out.suffix.lower() not in (".csv", ".parquet"):
         fail("--out: use a .csv or .parquet file", 2)
+    check_out(out)
     adata = load_beeline(data).adata if data is not None else read_h5ad(h5ad)  # names harmonised
     geneformer = GeneformerConfig(
         model=model,

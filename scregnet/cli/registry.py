@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import fail, load, write_text
+from scregnet.cli._common import FiniteRange, check_out, fail, load, write_text
 
 
 def _model_name(dataset: str) -> str:
@@ -81,7 +81,7 @@ def rollback(dataset) -> None:
 )
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Keep only the N best-scored pairs overall.")
 @click.option("--top-k-per-tf", type=click.IntRange(min=1), default=None, help="Keep each TF's K best-scored targets.")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=None, help="Keep only pairs scoring at least this.")
+@click.option("--min-score", type=FiniteRange(0, 1), default=None, help="Keep only pairs scoring at least this.")
 @click.option(
     "--order",
     type=click.Choice(["score", "tf"]),
@@ -104,14 +104,13 @@ def predict(dataset, model, out, tfs_file, top, top_k_per_tf, min_score, order, 
     Each row says whether the pair was a training positive of the model (`known`); TFs without any
     training positive are named in a warning.
     """
+    check_out(out)  # before the (slow) imports: a bad path is reported at once
+    config = load(config_file, **{"tracking.tracking_uri": tracking_uri})
     from scregnet.predict import OUTPUT_SUFFIXES, NetworkSpec, read_tf_list
     from scregnet.predict import predict as run_predict
 
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         fail(f"--out: use one of {', '.join(OUTPUT_SUFFIXES)}", 2)
-    if out.exists() and out.is_dir():
-        fail(f"--out {out}: is a directory; give a file name", 2)
-    config = load(config_file, **{"tracking.tracking_uri": tracking_uri})
     tfs = read_tf_list(tfs_file) if tfs_file else None
     spec = NetworkSpec(tfs=tfs, order=order, top=top, top_k_per_tf=top_k_per_tf, min_score=min_score)
     try:
@@ -149,6 +148,7 @@ def compare(dataset, protocol, experiment, tags, by, out, ui_help) -> None:
     from scregnet.compare import UI_HELP
     from scregnet.compare import compare as run_compare
 
+    check_out(out)
     extra = {}
     for t in tags:
         if "=" not in t:

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import choices, command_line, fail, load, mlflow_ui_hint, with_default, write_text
+from scregnet.cli._common import (
+    FiniteRange,
+    check_out,
+    choices,
+    command_line,
+    fail,
+    load,
+    mlflow_ui_hint,
+    with_default,
+    write_text,
+)
 from scregnet.config import SplitConfig, TuneConfig
 
 EMBEDDERS_WITHOUT_A_MODEL = click.Choice(["none", "pca", "precomputed"])  # no foundation model in these loops
@@ -57,12 +67,13 @@ def _levels(value: str) -> list[float]:
 )
 def benchmark(data, seeds, protocol, embedders, degree_aware, peers, config_file, out) -> None:
     """Accuracy and speed over datasets x seeds with the trivial baselines (core library, no ZenML)."""
-    from scregnet.benchmark import BenchmarkSpec, run_benchmark, write_report
-
     missing = [str(d) for d in data if not Path(d).is_dir()]
     if missing:
         fail(f"--data: not a directory: {', '.join(missing)}", 2)
+    check_out(out)
     config = load(config_file, **{"split.degree_aware_negatives": True if degree_aware else None})
+    from scregnet.benchmark import BenchmarkSpec, run_benchmark, write_report
+
     spec = BenchmarkSpec(list(data), seeds, protocol, tuple(embedders), config, peers=peers)
     report = run_benchmark(spec, log=click.echo)
     json_path, md_path = write_report(report, out, command_line())
@@ -84,10 +95,14 @@ def benchmark(data, seeds, protocol, embedders, degree_aware, peers, config_file
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSON; .md (and noise .png) beside it.")
 def study(kind, data, seeds, protocol, levels, corruptions, config_file, to_mlflow, out) -> None:
     """Paper studies: ablation (no GNN / no embedding), gnn (GCN/SAGE/GAT), noise (label-flip robustness)."""
+    fractions = _levels(levels)
+    missing = [str(d) for d in data if not Path(d).is_dir()]
+    if missing:
+        fail(f"--data: not a directory: {', '.join(missing)}", 2)
+    check_out(out)
+    config = load(config_file, **{"split.protocol": protocol})
     from scregnet import studies
 
-    fractions = _levels(levels)
-    config = load(config_file, **{"split.protocol": protocol})
     report = studies.run_study_kind(
         kind, list(data), config, seeds=seeds, levels=fractions, corruptions=corruptions, log=click.echo
     )
@@ -111,7 +126,7 @@ def study(kind, data, seeds, protocol, levels, corruptions, config_file, to_mlfl
     default=None,
     help=with_default("Target number of finished trials in the study.", TuneConfig, "n_trials"),
 )
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds per dataset.")
+@click.option("--timeout", type=FiniteRange(min=0, min_open=True), default=None, help="Seconds per dataset.")
 @click.option(
     "--storage", default=None, help="Optuna RDB URL [$OPTUNA_STORAGE_URL, else sqlite $SCREGNET_HOME/optuna.db]."
 )
@@ -197,11 +212,15 @@ def tune(
     missing = [str(d) for d in data if not Path(d).is_dir()]
     if missing:
         fail(f"--data: not a directory: {', '.join(missing)}", 2)
+    check_out(out)
     if as_pipeline:
         if len(data) != 1:
             fail("--pipeline runs one dataset: give a single --data", 2)
         _tune_pipeline(config, data[0], config_file)
         return
+    from scregnet.cli.errors import hide_library_tracebacks
+
+    hide_library_tracebacks()  # a failed trial is one line (its error), not a traceback
     rows = [_tune_one(directory, config, study_name, compare_seeds) for directory in data]
     if out is not None:
         write_text(out, json.dumps(rows, indent=2, default=str))
@@ -214,6 +233,7 @@ def tune(
 
 
 def _tune_pipeline(config, directory: Path, config_file: Path | None) -> None:
+    from scregnet.cli.errors import hide_library_tracebacks
     from scregnet.cli.run import pipeline_output, report_failure
 
     config.data.path = directory
@@ -221,9 +241,10 @@ def _tune_pipeline(config, directory: Path, config_file: Path | None) -> None:
     try:
         from pipelines.tuning import run_tuning
 
+        hide_library_tracebacks()
         run = run_tuning(config, zenml_config=config_file)
     except Exception as exc:
-        report_failure(exc)
+        report_failure(exc, config)
     best = pipeline_output(run, "tune", "best_params")
     metrics = pipeline_output(run, "evaluate", "metrics")
     click.echo(

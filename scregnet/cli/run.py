@@ -17,6 +17,7 @@ from scregnet.cli._common import (
     prior_options,
     with_default,
 )
+from scregnet.cli.errors import hide_library_tracebacks
 from scregnet.config import EmbedderConfig, ModelConfig, SplitConfig
 from scregnet.home import home
 
@@ -53,13 +54,46 @@ def failed_steps() -> list[tuple[str, str, str]]:
     for run in runs.items:
         for name, step_run in run.steps.items():
             info = getattr(step_run, "exception_info", None)
-            if str(step_run.status).lower().endswith("failed") and info is not None:
-                out.append((name, info.source or "", info.message or ""))
+            if str(step_run.status).lower().endswith("failed"):  # no info: it failed outside its own code
+                out.append((name, info.source or "", info.message or "") if info is not None else (name, "", ""))
     return out
 
 
-def report_failure(exc: Exception) -> None:
-    """Exit with the failed step's own message (ZenML's local orchestrator wraps it in a RuntimeError)."""
+def close_open_runs(config) -> list[str]:
+    """MLflow runs of the newest pipeline run, if it failed, that are still RUNNING -> FAILED.
+
+    A step that fails outside the block holding its run (loading its inputs, writing its outputs)
+    cannot close the run itself; every run a pipeline opens carries the pipeline run's name
+    (`records.PIPELINE_RUN_TAG`). Returns the ids of the runs closed.
+    """
+    from zenml.client import Client
+
+    from scregnet.tracking import records, tracker
+
+    try:
+        runs = Client().list_pipeline_runs(sort_by="desc:created", size=1).items
+        if not runs or not str(runs[0].status).lower().endswith("failed"):
+            return []  # a newer run is still going (another user's): not ours to close
+        mlflow = tracker(config)
+        query = f"tags.{records.PIPELINE_RUN_TAG} = '{runs[0].name}' and attributes.status = 'RUNNING'"
+        exp = mlflow.experiment_id()
+        left = mlflow.call(lambda: mlflow.client.search_runs([exp], filter_string=query), "find runs left RUNNING")
+        for run in left:
+            mlflow.end_run(run.info.run_id, "FAILED")
+        return [run.info.run_id for run in left]
+    except Exception as exc:  # the report below matters more than this clean-up
+        click.secho(f"warning: could not check for MLflow runs left RUNNING: {exc}", fg="yellow", err=True)
+        return []
+
+
+def report_failure(exc: Exception, config=None) -> None:
+    """Exit with the failed step's own message (ZenML's local orchestrator wraps it in a RuntimeError).
+
+    With `config`, MLflow runs the failed pipeline left RUNNING are marked FAILED first.
+    """
+    closed = close_open_runs(config) if config is not None else []
+    if closed:
+        click.echo(f"marked MLflow run(s) {', '.join(closed)} FAILED (left RUNNING by the failed step)", err=True)
     cause = _project_cause(exc)
     if cause is not None:
         fail(f"run stopped: {cause}\nNothing was trained or registered.", 1)
@@ -71,7 +105,10 @@ def report_failure(exc: Exception) -> None:
         registered = any(n == "register" for n, _, _ in failed) or not failed
         fail(f"run stopped:\n{lines}\n" + ("" if registered else "Nothing was trained or registered."), 1)
     if failed:
-        lines = "\n".join(f"[{n}] {src}: {m}" for n, src, m in failed)
+        lines = "\n".join(
+            f"[{n}] {src}: {m}" if src or m else f"[{n}] failed reading its inputs or writing its outputs (error above)"
+            for n, src, m in failed
+        )
         fail(f"run failed:\n{lines}\nSee the step logs; no model was promoted.", 1)
     raise exc
 
@@ -86,9 +123,10 @@ def run_training_pipeline(config, config_file: Path | None) -> None:
     try:
         from pipelines.training import run_training
 
+        hide_library_tracebacks()
         run = run_training(config, zenml_config=config_file)
     except Exception as exc:  # show the user-facing cause, not a ZenML traceback
-        report_failure(exc)
+        report_failure(exc, config)
     metrics = pipeline_output(run, "evaluate", "metrics")
     decision = pipeline_output(run, "register", "promotion")
     print_summary(config, metrics, decision, time.perf_counter() - t0)
@@ -121,7 +159,9 @@ def print_summary(config, metrics: dict, decision: dict, seconds: float) -> None
     default=None,
     help="Where to write the synthetic dataset (default $SCREGNET_HOME/demo/synthetic).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic network and split.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the synthetic network and split."
+)
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
 def demo(out_dir, seed, config_file) -> None:
     """Generate a SYNTHETIC dataset and run the whole training pipeline on it."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import fail
+from scregnet.cli._common import FiniteRange, fail, load
 from scregnet.home import home
 
 
@@ -52,11 +52,16 @@ from scregnet.home import home
     "(default $SCREGNET_HOME/priors) [env SCREGNET_PRIORS_DIR].",
 )
 @click.option("--once", is_flag=True, help="One pass, then exit (exit 1 if a triggered run failed).")
-@click.option("--interval", type=float, default=None, help="Seconds between passes (runs until stopped).")
+@click.option(
+    "--interval",
+    type=FiniteRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between passes (runs until stopped).",
+)
 @click.option(
     "--settle",
     "settle_seconds",
-    type=float,
+    type=FiniteRange(min=0),
     default=15.0,
     show_default=True,
     help="Quiet period: a dataset's newest upload must be this old (S3 server clock) and a second "
@@ -65,18 +70,22 @@ from scregnet.home import home
 @click.option(
     "--lease",
     "lease_seconds",
-    type=float,
+    type=FiniteRange(min=0, min_open=True),
     default=300.0,
     show_default=True,
     help="Per-dataset lock lease; renewed while a run is going, taken over when a watcher died.",
 )
 @click.option(
-    "--run-timeout", type=float, default=6 * 3600.0, show_default=True, help="Seconds before a run is killed."
+    "--run-timeout",
+    type=FiniteRange(min=0, min_open=True),
+    default=6 * 3600.0,
+    show_default=True,
+    help="Seconds before a run is killed.",
 )
 @click.option(
     "--retry-base",
     "retry_base_seconds",
-    type=float,
+    type=FiniteRange(),  # negatives: the check below names all three options
     default=15 * 60.0,
     show_default=True,
     help="After a dataset's run failed, wait this long before retrying the same priors; doubles with "
@@ -85,7 +94,7 @@ from scregnet.home import home
 @click.option(
     "--retry-max",
     "retry_max_seconds",
-    type=float,
+    type=FiniteRange(),
     default=6 * 3600.0,
     show_default=True,
     help="Upper bound of the retry wait.",
@@ -139,6 +148,8 @@ def watch(
         normalize_prefix(prefix)
     except UnsafeKeyError as exc:
         fail(str(exc), 2)
+    if config_file is not None:
+        load(config_file)  # a bad base config exits 2 now, not in every triggered run
     cfg = WatchConfig(
         bucket=bucket,
         prefix=prefix,

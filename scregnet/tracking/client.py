@@ -116,7 +116,11 @@ class Tracker:
         exp_id = self.experiment_id()
         run = self.call(lambda: self.client.create_run(exp_id, tags=tags, run_name=run_name), "create the run")
         if params:
-            self.log_params(run.info.run_id, params)
+            try:
+                self.log_params(run.info.run_id, params)
+            except BaseException:  # nobody holds the run yet: close it here rather than leave it RUNNING
+                self.fail_run(run.info.run_id)
+                raise
         return run.info.run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 from scregnet.tracking.client import Tracker
 
 CURVE_PREFIX = "curve_"  # per-epoch series (train loss, validation metrics), grouped in the UI
+# The ZenML pipeline run a run belongs to: after a failed pipeline the CLI closes the runs with
+# this tag that were left RUNNING (a step that failed loading its inputs could not close them).
+PIPELINE_RUN_TAG = "zenml_pipeline_run"
 
 
 def run_tags(config, dataset_name: str, priors_sha256: str, split=None, **extra: str) -> dict[str, str]:

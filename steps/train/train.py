@@ -17,7 +17,7 @@ from scregnet.serialize import ModelBundle
 from scregnet.splits import Split, make_split
 from scregnet.tracking import records, tracker
 from scregnet.train import ModelInputs, bundle, fit
-from steps.common import measured
+from steps.common import measured, pipeline_run_name
 
 
 @step(enable_cache=False, output_materializers={"model": ModelBundleMaterializer, "split": SplitMaterializer})
@@ -28,7 +28,9 @@ def train(
         dataset = GRNDataset.from_parts(expression, priors)
         split = make_split(dataset.label_graph(), config.split)
         mlflow = tracker(config)
-        run_id = records.start_training_run(mlflow, config, dataset, split)
+        run_id = records.start_training_run(
+            mlflow, config, dataset, split, **{records.PIPELINE_RUN_TAG: pipeline_run_name()}
+        )
         with mlflow.holding(run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
             records.log_inputs(mlflow, run_id, gene_embedding, config.data.prior_manifest)
             # What preprocessing resolved (input kind, genes kept, node features), beside the config.

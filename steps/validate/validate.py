@@ -21,7 +21,14 @@ def validate(expression: ad.AnnData, priors: pd.DataFrame, config: RunConfig) ->
     with measured("validate"):
         dataset = GRNDataset.from_parts(expression, priors)
         report_dir = home() / "validation" / model_name("report", dataset.name)
-        report = validate_dataset(dataset, config.data.min_cells, config.data.min_genes, report_dir=report_dir)
+        report = validate_dataset(
+            dataset,
+            config.data.min_cells,
+            config.data.min_genes,
+            report_dir=report_dir,
+            max_empty_cell_frac=config.data.max_empty_cell_frac,
+            max_empty_gene_frac=config.data.max_empty_gene_frac,
+        )
         record({"problems": len(report.problems), "warnings": len(report.warnings), "report": report.report_path or ""})
         report.raise_if_failed()
         return {
