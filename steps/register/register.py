@@ -11,7 +11,7 @@ from scregnet.config import RunConfig
 from scregnet.serialize import ModelBundle
 from scregnet.splits import Split
 from scregnet.tracking import signals_deferred, tracker
-from steps.common import measured, record
+from steps.common import measured, pipeline_run_name, record
 
 
 def mirror_to_zenml(promoted: bool) -> None:
@@ -19,13 +19,6 @@ def mirror_to_zenml(promoted: bool) -> None:
     model = get_step_context().model
     if model is not None:
         model.set_stage("production" if promoted else "staging", force=True)
-
-
-def _pipeline_run_name() -> str:
-    try:
-        return get_step_context().pipeline_run.name
-    except Exception:  # called outside a pipeline (entrypoint tests)
-        return "standalone"
 
 
 @step(enable_cache=False)
@@ -50,7 +43,7 @@ def register(
                     config.registry,
                     tracking=mlflow,
                     mirror=mirror_to_zenml,
-                    actor=f"{audit.who()} via pipeline run {_pipeline_run_name()}",
+                    actor=f"{audit.who()} via pipeline run {pipeline_run_name()}",
                     extra_tags={"zenml_model_version": zenml_version},
                 )
                 mlflow.set_tags(

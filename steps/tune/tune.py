@@ -12,7 +12,7 @@ from typing import Annotated
 
 import anndata as ad
 import pandas as pd
-from zenml import get_step_context, step
+from zenml import step
 
 from scregnet.config import RunConfig
 from scregnet.data import GRNDataset
@@ -20,14 +20,7 @@ from scregnet.embeddings import GeneEmbedding
 from scregnet.tracking import tracker
 from scregnet.tune import apply_params, study_tags
 from scregnet.tune import tune as run_tune
-from steps.common import measured, record
-
-
-def _pipeline_run_name() -> str:
-    try:
-        return get_step_context().pipeline_run.name
-    except Exception:  # called outside a pipeline (entrypoint tests)
-        return "standalone"
+from steps.common import measured, pipeline_run_name, record
 
 
 @step(enable_cache=False)
@@ -39,7 +32,7 @@ def tune(
         dataset = GRNDataset.from_parts(expression, priors)
         if config.data.name:
             dataset.name = config.data.name
-        run_name = _pipeline_run_name()
+        run_name = pipeline_run_name()
         tags = {
             **study_tags(config, dataset, config.tune.study_name or "", None),
             "kind": "tune",
