@@ -24,18 +24,26 @@ Recipe (docs/geneformer.md):
 
 Two execution paths give the same numbers within float tolerance:
 - fast (default; the GPU path, also used on CPU): base `BertModel` only (no MLM head), encoder cut
-  after the requested layer (later layers cannot change it), SDPA attention, bf16 autocast
-  (`precision`: auto = bf16 on CUDA, fp32 on CPU; bf16 on CPU on request), cells sorted by length into batches sized from free memory, `torch.inference_mode`, per-gene
-  sums accumulated on the device with `index_add_` (per-cell hidden states are never kept).
+  after the requested layer (later layers cannot change it), bf16 autocast (`precision`: auto =
+  bf16 on CUDA, fp32 on CPU; bf16 on CPU on request), cells sorted by length, `torch.inference_mode`,
+  per-gene sums accumulated on the device with `index_add_` (per-cell hidden states are never
+  kept). `attention` picks how cells are batched:
+  - packed: cells concatenated into one unpadded token stream per pack (cumulative sequence
+    lengths, position ids restarting per cell, attention within each cell; `packed.py`): the flash
+    varlen kernel on CUDA in bf16, per-cell SDPA otherwise. Packs are sized by a token budget.
+  - sdpa / eager: HF attention over padded batches sized from free memory.
+  - auto: packed on CUDA when the flash varlen kernel runs there (bf16), else sdpa; packed on CPU.
 - reference: what Geneformer's own extractor does: the full `BertForMaskedLM` in fp32 with eager
   attention, `output_hidden_states=True`, batches in input order padded to the longest cell.
+The resolved precision and attention are recorded in the metadata and must agree between shards.
 
 Dictionaries are pickles and are read only from a trusted, configured directory; model weights are
 never unpickled (safetensors only).
 
 Modules, one job each: `dictionaries` (dictionary files, version detection), `tokenizer` (rank-value
-encoding), `inference` (model loading, batch planning, precision, per-gene sums), `sums` (shard
-(sum, count) tables, merging, cell selection), `embedder` (`GeneformerEmbedder`).
+encoding), `inference` (model loading, batch/pack planning, precision and attention choice, per-gene
+sums), `packed` (the packed forward), `sums` (shard (sum, count) tables, merging, cell selection),
+`embedder` (`GeneformerEmbedder`).
 """
 
 from scregnet.embeddings.geneformer.dictionaries import (
@@ -47,13 +55,18 @@ from scregnet.embeddings.geneformer.dictionaries import (
 )
 from scregnet.embeddings.geneformer.embedder import GeneformerEmbedder
 from scregnet.embeddings.geneformer.inference import (
+    ATTENTION_CHOICES,
     accumulate_gene_sums,
     build_random_model,
     embed_token_cells,
+    head_dim,
     hidden_state_index,
     load_model,
+    packed_kernel,
+    resolve_attention,
     resolve_precision,
 )
+from scregnet.embeddings.geneformer.packed import Pack, flash_varlen_available, pack_cells, packed_hidden
 from scregnet.embeddings.geneformer.sums import (
     GeneSums,
     gene_sums_to_embedding,
@@ -72,6 +85,14 @@ from scregnet.embeddings.geneformer.tokenizer import (
 )
 
 __all__ = [
+    "ATTENTION_CHOICES",
+    "Pack",
+    "flash_varlen_available",
+    "head_dim",
+    "pack_cells",
+    "packed_hidden",
+    "packed_kernel",
+    "resolve_attention",
     "DICTIONARY_FILES",
     "TARGET_SUM",
     "TIE_RULE",

@@ -14,8 +14,12 @@ from scregnet.embeddings.geneformer.dictionaries import GeneformerDictionaries, 
 from scregnet.embeddings.geneformer.inference import (
     accumulate_gene_sums,
     base_bert,
+    check_attention,
+    head_dim,
     hidden_state_index,
     load_model,
+    packed_kernel,
+    resolve_attention,
     resolve_precision,
 )
 from scregnet.embeddings.geneformer.sums import GeneSums, input_sha256, merge_gene_sums, select_cells, shard_cells
@@ -24,10 +28,11 @@ from scregnet.errors import DataError
 
 
 class GeneformerEmbedder:
-    """`embed(adata) -> GeneEmbedding` with a Geneformer checkpoint (see the module docstring).
+    """`embed(adata) -> GeneEmbedding` with a Geneformer checkpoint (see the package docstring).
 
     Args:
-        cfg: model, dictionaries, version, layer, transform, device, batch_size, n_shards, max_cells.
+        cfg: model, dictionaries, version, layer, transform, device, precision, attention, batch_size,
+            n_shards, max_cells.
         model: an already built `BertForMaskedLM` (tests, benchmarks); otherwise `cfg.model` is loaded.
         fast: the optimised path (default) or the fp32 eager reference path.
         chunk_cells: cells tokenised at a time (bounds host memory; batches are length-sorted within).
@@ -124,6 +129,7 @@ class GeneformerEmbedder:
         import torch
 
         n_shards = n_shards or self.cfg.n_shards
+        check_attention(self.cfg.attention)  # a bad value fails before any work
         genes = [str(g) for g in adata.var_names]
         tok = self.tokenizer(genes)
         cells = shard_cells(select_cells(adata.n_obs, self.cfg.max_cells), shard, n_shards)
@@ -169,6 +175,7 @@ class GeneformerEmbedder:
                     batch_size=self.cfg.batch_size,
                     log_every=self.log_every,
                     precision=self.cfg.precision,
+                    attention=self.cfg.attention,
                 )
         return n_embedded
 
@@ -195,7 +202,20 @@ class GeneformerEmbedder:
             "max_cells": self.cfg.max_cells,
             "path": "fast" if self.fast else "reference",
             "precision": resolve_precision(self.cfg.precision, self.device) if self.fast else "fp32",
+            **self._attention_metadata(config),
             "device": str(self.device),
+        }
+
+    def _attention_metadata(self, config) -> dict:
+        """The resolved attention (a merge key) and, for packed, the kernel that ran it."""
+        if not self.fast:
+            return {"attention": "eager"}
+        attention = resolve_attention(self.cfg.attention, self.device, self.cfg.precision, head_dim(config))
+        if attention != "packed":
+            return {"attention": attention}
+        return {
+            "attention": attention,
+            "attention_kernel": packed_kernel(self.device, self.cfg.precision, head_dim(config)),
         }
 
     def embed(self, adata) -> GeneEmbedding:

@@ -16,12 +16,20 @@ from typing import Any
 
 import numpy as np
 
+from scregnet.embeddings.geneformer.packed import (
+    FLASH_VARLEN,
+    SDPA_PER_CELL,
+    flash_varlen_available,
+    pack_cells,
+    packed_hidden,
+)
 from scregnet.errors import DataError
 
 log = logging.getLogger(__name__)
 
 _CPU_TOKENS_PER_BATCH = 8192  # modest: keeps CPU batches in cache-friendly sizes
 _MAX_CELLS_PER_BATCH = 1024
+ATTENTION_CHOICES = ("auto", "packed", "sdpa", "eager")
 
 
 def load_model(model: str | Path, *, attn_implementation: str = "sdpa"):
@@ -156,6 +164,67 @@ def _memory_budget(device, config) -> float:
     return _CPU_TOKENS_PER_BATCH * _bytes_per_token(config, t)
 
 
+def _packed_bytes_per_token(config) -> int:
+    # As _bytes_per_token without the attention scores: flash keeps none, and the per-cell fallback
+    # holds one cell's at a time.
+    return 4 * (9 * config.hidden_size + 2 * config.intermediate_size)
+
+
+def _plan_packs(lengths: np.ndarray, batch_size: int | None, token_budget: int) -> list[np.ndarray]:
+    """Cells sorted by length (longest first) cut into packs: `batch_size` cells each, or as many as
+    fit in `token_budget` tokens (at least one cell, at most _MAX_CELLS_PER_BATCH)."""
+    order = np.argsort(-lengths, kind="stable")
+    if batch_size:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    packs, i = [], 0
+    ends = np.cumsum(lengths[order])
+    while i < len(order):
+        start = ends[i - 1] if i else 0
+        n = int(np.searchsorted(ends, start + token_budget, side="right")) - i
+        n = max(1, min(n, _MAX_CELLS_PER_BATCH))
+        packs.append(order[i : i + n])
+        i += n
+    return packs
+
+
+def _packed_token_budget(device, config) -> int:
+    import torch
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.5 * free // _packed_bytes_per_token(config))
+    return _CPU_TOKENS_PER_BATCH
+
+
+def check_attention(attention: str) -> str:
+    """`attention` itself if it is one of ATTENTION_CHOICES, else a ValueError naming them."""
+    if attention not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, got {attention!r}")
+    return attention
+
+
+def resolve_attention(attention: str, device, precision: str = "auto", head_dim: int = 64) -> str:
+    """`auto` -> "packed" on CUDA when the flash varlen kernel runs there in the resolved precision
+    (bf16), else "sdpa"; "packed" on CPU (per-cell SDPA, not slower than padding there).
+    Explicit values are returned as given (packed without flash uses the per-cell fallback)."""
+    import torch
+
+    if check_attention(attention) != "auto":
+        return attention
+    if device.type != "cuda":
+        return "packed"
+    dtype = torch.bfloat16 if resolve_precision(precision, device) == "bf16" else torch.float32
+    return "packed" if flash_varlen_available(device, dtype, head_dim) else "sdpa"
+
+
+def packed_kernel(device, precision: str, head_dim: int) -> str:
+    """Kernel of the packed path: "flash_varlen" where it runs, else "sdpa_per_cell"."""
+    import torch
+
+    dtype = torch.bfloat16 if resolve_precision(precision, device) == "bf16" else torch.float32
+    return FLASH_VARLEN if flash_varlen_available(device, dtype, head_dim) else SDPA_PER_CELL
+
+
 def resolve_precision(precision: str, device) -> str:
     """`auto` -> bf16 on CUDA, fp32 elsewhere; explicit values are checked against the device."""
     import torch
@@ -230,6 +299,11 @@ def _padded_batch(cells, idx: np.ndarray, lengths: np.ndarray, t: int, n_slots: 
     )
 
 
+def head_dim(config) -> int:
+    """Size of one attention head."""
+    return config.hidden_size // config.num_attention_heads
+
+
 def accumulate_gene_sums(
     model,
     cells: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -241,6 +315,7 @@ def accumulate_gene_sums(
     batch_size: int | None = None,
     log_every: int = 0,
     precision: str = "auto",
+    attention: str = "auto",
 ) -> int:
     """Add the per-gene sums of hidden-state vectors of `cells` into `sums` / `counts` (in place).
 
@@ -250,12 +325,16 @@ def accumulate_gene_sums(
         sums: float64 tensor [S, D] on the device; counts: int64 tensor [S].
         layer: hidden-state index relative to the end (see `hidden_state_index`).
         fast: optimised path (True) or the fp32 eager reference path (False).
-        batch_size: cells per batch; None = from free memory (fast) / 1 (reference).
+        batch_size: cells per batch (or pack); None = from free memory (fast) / 1 (reference).
         precision: autocast dtype of the fast path (`resolve_precision`); the reference is fp32.
+        attention: fast path's attention (`resolve_attention`): packed (unpadded stream), sdpa or
+            eager (padded batches); the reference path is always eager.
     Returns:
         the number of cells that had at least one token (empty cells are skipped).
     """
-    index = hidden_state_index(layer, base_bert(model).config.num_hidden_layers)
+    config = base_bert(model).config
+    index = hidden_state_index(layer, config.num_hidden_layers)
+    attention = resolve_attention(attention, sums.device, precision, head_dim(config)) if fast else "eager"
     model.eval()
     lengths = np.array([len(t) for t, _ in cells], dtype=np.int64)
     keep = np.flatnonzero(lengths > 0)
@@ -263,33 +342,57 @@ def accumulate_gene_sums(
         return 0
     progress = _Progress(len(keep), log_every)
     acc = _SlotSums(sums, counts)
-    if fast:
-        _accumulate_fast(model, cells, lengths, keep, acc, progress, index, batch_size, precision)
-    else:
+    if not fast:
         _accumulate_reference(model, cells, lengths, keep, acc, progress, index, batch_size)
+    elif attention == "packed":
+        _accumulate_packed(model, cells, lengths, keep, acc, progress, index, batch_size, precision)
+    else:
+        _accumulate_padded(model, cells, lengths, keep, acc, progress, index, batch_size, precision, attention)
     acc.close()
     return progress.done
 
 
-def _accumulate_fast(model, cells, lengths, keep, acc: _SlotSums, progress: _Progress, index, batch_size, precision):
-    """Base BertModel cut after layer `index`, SDPA, autocast per `precision`, length-sorted batches."""
+def _autocast(device, precision: str):
+    import torch
+
+    bf16 = resolve_precision(precision, device) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def _accumulate_padded(model, cells, lengths, keep, acc, progress, index, batch_size, precision, attention):
+    """Base BertModel cut after layer `index`, HF `attention` (sdpa/eager), autocast per `precision`,
+    length-sorted padded batches."""
     import torch
 
     device = acc.sums.device
     bert = base_bert(model)
     config = bert.config
-    if config._attn_implementation != "sdpa":
-        model.set_attn_implementation("sdpa")
+    if config._attn_implementation != attention:
+        model.set_attn_implementation(attention)
     pad_to = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
     budget = None if batch_size else _memory_budget(device, config)
     batches = [keep[b] for b in _plan_batches(lengths[keep], batch_size, budget, config, pad_to)]
-    bf16 = resolve_precision(precision, device) == "bf16"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    with torch.inference_mode(), autocast, _encoder_depth(bert, index):
+    with torch.inference_mode(), _autocast(device, precision), _encoder_depth(bert, index):
         for idx in batches:
             t = -(-int(lengths[idx].max()) // pad_to) * pad_to  # round up to pad_to
             ids, mask, slot = _padded_batch(cells, idx, lengths, t, acc.n_slots, device)
             acc.add(bert(input_ids=ids, attention_mask=mask).last_hidden_state, slot)
+            progress.step(len(idx))
+
+
+def _accumulate_packed(model, cells, lengths, keep, acc, progress, index, batch_size, precision):
+    """Length-sorted cells packed into unpadded token streams; `packed.packed_hidden` up to layer `index`."""
+    import torch
+
+    device = acc.sums.device
+    bert = base_bert(model)
+    kernel = packed_kernel(device, precision, head_dim(bert.config))
+    budget = 0 if batch_size else _packed_token_budget(device, bert.config)
+    with torch.inference_mode(), _autocast(device, precision):
+        for pos in _plan_packs(lengths[keep], batch_size, budget):
+            idx = keep[pos]
+            pack = pack_cells(cells, idx, acc.n_slots, device)
+            acc.add(packed_hidden(bert, pack, index, kernel), pack.slots)
             progress.step(len(idx))
 
 
@@ -320,6 +423,7 @@ def embed_token_cells(
     fast: bool = True,
     batch_size: int | None = None,
     precision: str = "auto",
+    attention: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokenised cells -> (float64 sums [S, D], int64 counts [S]); moves the model to `device`."""
     import torch
@@ -328,5 +432,15 @@ def embed_token_cells(
     model.to(dev)
     sums = torch.zeros(n_slots, base_bert(model).config.hidden_size, dtype=torch.float64, device=dev)
     counts = torch.zeros(n_slots, dtype=torch.int64, device=dev)
-    accumulate_gene_sums(model, cells, sums, counts, layer=layer, fast=fast, batch_size=batch_size, precision=precision)
+    accumulate_gene_sums(
+        model,
+        cells,
+        sums,
+        counts,
+        layer=layer,
+        fast=fast,
+        batch_size=batch_size,
+        precision=precision,
+        attention=attention,
+    )
     return sums.cpu().numpy(), counts.cpu().numpy()

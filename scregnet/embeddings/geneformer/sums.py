@@ -39,6 +39,7 @@ _MERGE_KEYS = (
     "version",
     "transform",
     "precision",
+    "attention",
     "dictionary_sha256",
     "input_sha256",
     "dims",
