@@ -342,6 +342,37 @@ def test_packed_path_single_cell(version: str):
         np.testing.assert_allclose(s, want_s, atol=2e-5, rtol=1e-5)
 
 
+def test_flash_varlen_kernel_gets_the_pack_layout(monkeypatch):
+    """The CUDA kernel cannot run here: a stand-in with varlen_attn's signature, computed from the
+    cu_seqlens it is given, must reproduce the per-cell results (argument plumbing and layout)."""
+    import torch.nn.attention.varlen as varlen
+
+    calls = []
+
+    def fake_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, **kw):
+        assert q.shape == k.shape == v.shape and q.dim() == 3 and cu_q.dtype == torch.int32
+        bounds = cu_q.tolist()
+        assert cu_k is cu_q and max_q == max_k == max(np.diff(bounds)) and bounds[-1] == q.shape[0]
+        calls.append(len(bounds) - 1)
+        out = [
+            torch.nn.functional.scaled_dot_product_attention(
+                *(x[s:e].transpose(0, 1) for x in (q, k, v)), scale=scale
+            ).transpose(0, 1)
+            for s, e in zip(bounds[:-1], bounds[1:])
+        ]
+        return torch.cat(out)
+
+    monkeypatch.setattr(varlen, "varlen_attn", fake_varlen_attn)
+    model = tiny_model("v2", n_genes=320, seed=5)
+    cells = token_cells("v2", PACK_LENGTHS, 320)
+    pack = gf.pack_cells(cells, np.arange(len(cells)), 320, "cpu")
+    with torch.no_grad():
+        flash = gf.packed_hidden(model.bert, pack, 2, "flash_varlen")
+        per_cell = gf.packed_hidden(model.bert, pack, 2, "sdpa_per_cell")
+    assert calls == [len(cells)] * 2  # one call per layer over the whole pack
+    torch.testing.assert_close(flash, per_cell)
+
+
 def test_packs_follow_the_token_budget_longest_first():
     lengths = np.array(PACK_LENGTHS)
     packs = inference._plan_packs(lengths, None, token_budget=400)
