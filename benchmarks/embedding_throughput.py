@@ -52,6 +52,7 @@ DEFAULT_CONFIG_DIR = REPO.parent / "shared" / "scfm" / "geneformer" / "configs"
 # Vendor dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, matched against the CUDA device name
 # in this order (docs/geneformer.md uses ~790 as a practical bound for the H200).
 CARD_BF16_DENSE_TFLOPS = [("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0)]
+PLAIN_BATCH_DEFAULT = {"cuda": "64 (beeline) / 8 (atlas)", "cpu": "8 (beeline) / 2 (atlas)"}
 PROFILES = {"beeline": (500, 1000, 2000), "atlas": (1500, None, 8192)}  # genes min, max (None: input size), universe
 
 
@@ -230,13 +231,16 @@ def measure(model, name: str, profile: str, args, device, peak: float) -> list[s
     depth = gf.hidden_state_index(args.layer, cfg.num_hidden_layers)
     cells, n_slots = profile_cells(cfg, profile, args.cells, args.genes, args.seed)
     plain_cells = cells[: args.plain_cells or args.cells]
-    plain_bs = args.plain_batch_size or {("cuda", "beeline"): 64, ("cuda", "atlas"): 8}.get((device.type, profile), 8)
-    if device.type == "cpu" and profile == "atlas" and not args.plain_batch_size:
-        plain_bs = 2  # eager scores of 8 cells x 4,096^2 x heads would take GBs
+    # atlas: eager scores of many cells x 4,096^2 x heads would take GBs
+    plain_bs = args.plain_batch_size or {("cuda", "atlas"): 8, ("cpu", "beeline"): 8, ("cpu", "atlas"): 2}.get(
+        (device.type, profile), 64
+    )
     paths = {"plain fp32 eager": (dict(fast=False, batch_size=plain_bs, precision="fp32"), plain_cells)}
     for att in args.attention:
         resolved = gf.resolve_attention(att, device, args.precision, gf.head_dim(cfg))
         label = f"optimised {args.resolved_precision} {att}" + (f" ({resolved})" if att == "auto" else "")
+        if device.type == "cuda" and resolved == "packed":  # which kernel ran it: flash varlen or the fallback
+            label += f" [{gf.packed_kernel(device, args.precision, gf.head_dim(cfg))}]"
         fast = dict(fast=True, batch_size=args.batch_size, precision=args.precision, attention=att)
         paths[label] = (fast, cells)
     results: dict[str, dict] = {}
@@ -355,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         print(tok_line)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = "python benchmarks/embedding_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        threads = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+        cmd = f"{threads}python benchmarks/embedding_throughput.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
         block = [
             f"### {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} - device {args.device}",
             "",
@@ -364,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             "Load average (1/5/15 min) before / after: "
             + " / ".join(", ".join(f"{v:.2f}" for v in la) for la in (load_before, os.getloadavg()))
             + f" ({os.cpu_count()} logical cores; other processes share this machine)",
-            f"Layer {args.layer}; optimised precision {args.resolved_precision}, batch size "
+            f"Layer {args.layer}; plain batch size {args.plain_batch_size or PLAIN_BATCH_DEFAULT[device.type]}; "
+            f"optimised precision {args.resolved_precision}, batch size "
             f"{args.batch_size or 'from free memory'}; best of {args.repeats} alternating repeat(s) "
             f"(plain: {min(args.plain_repeats or args.repeats, args.repeats)}); MFU peak "
             f"{peak_note}; memory = "
