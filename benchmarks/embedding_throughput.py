@@ -1,21 +1,31 @@
 #!/usr/bin/env python
-"""Geneformer embedding throughput: the plain fp32 eager reference path vs the optimised path.
+"""Geneformer embedding throughput: the plain fp32 eager reference path vs the optimised paths.
 
 Random-weight models with the exact architectures of the published checkpoints (configs in
-../shared/scfm/geneformer/configs), BEELINE-sized synthetic cells (500-1,000 ranked genes each,
-drawn from a 2,000-gene universe, so genes recur across cells as in a real dataset).
+../shared/scfm/geneformer/configs), synthetic tokenised cells drawn from a gene universe (genes recur
+across cells as in a real dataset), in two length profiles:
+- beeline: 500-1,000 ranked genes per cell (2,000-gene universe), like BEELINE's hESC TFs+500;
+- atlas: 1,500 genes up to the model's input size (2,048 tokens for V1, 4,094 genes + <cls>/<eos>
+  = 4,096 tokens for V2; 8,192-gene universe), like a whole-transcriptome atlas cell.
 
 (a) plain: full BertForMaskedLM (MLM head included, as Geneformer's own extractor runs it), fp32,
     eager attention, output_hidden_states=True, batches in input order padded to the longest cell.
-(b) optimised: GeneformerEmbedder's fast path (base BertModel cut after the requested layer, SDPA,
-    bf16 autocast on CUDA (--precision bf16 also on CPU), length-sorted batches sized from free memory, on-device index_add_).
+(b) optimised, one row per --attention: GeneformerEmbedder's fast path (base BertModel cut after the
+    requested layer, autocast per --precision, on-device index_add_) with
+    packed: cells concatenated into unpadded token streams, attention within each cell (flash varlen
+    on CUDA in bf16, per-cell SDPA otherwise); sdpa / eager: HF attention over length-sorted padded
+    batches sized from free memory.
 
 Model FLOPs per cell = over the layers the requested hidden state needs (L-1 for layer -2):
 2 x non-embedding params of those layers x tokens + 4 x tokens^2 x hidden (QK^T and AV).
-The same useful work is credited to both paths. MFU = achieved model FLOP/s / --peak-tflops.
+The same useful work is credited to every path (padding earns nothing). MFU = achieved model FLOP/s /
+peak: --peak-tflops, else the card's dense bf16 spec (H100 / H200 table below), else on CPU a measured
+matmul rate in the optimised path's precision. Cosine: per-gene mean vectors vs the plain fp32 path.
+host CPU s: CPU time of this process (all threads; the least over repeats). On a shared CPU it moves
+less with other tenants' load than wall time does.
 
     python benchmarks/embedding_throughput.py --device cpu --cells 64 --configs gf-6L-30M-i2048 \
-        --out benchmarks/results/embedding.md
+        --profiles beeline atlas --attention packed sdpa eager --out benchmarks/results/embedding.md
 """
 
 from __future__ import annotations
@@ -39,7 +49,11 @@ from scregnet.embeddings import geneformer as gf  # noqa: E402
 
 DEFAULT_CONFIGS = ["gf-6L-30M-i2048", "gf-12L-95M-i4096", "gf-20L-95M-i4096"]
 DEFAULT_CONFIG_DIR = REPO.parent / "shared" / "scfm" / "geneformer" / "configs"
-H200_BF16_DENSE_TFLOPS = 989.0  # vendor spec, dense bf16 (the docs use ~790 as a practical bound)
+# Vendor dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, matched against the CUDA device name
+# in this order (docs/geneformer.md uses ~790 as a practical bound for the H200).
+CARD_BF16_DENSE_TFLOPS = [("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0)]
+PLAIN_BATCH_DEFAULT = {"cuda": "64 (beeline) / 8 (atlas)", "cpu": "8 (beeline) / 2 (atlas)"}
+PROFILES = {"beeline": (500, 1000, 2000), "atlas": (1500, None, 8192)}  # genes min, max (None: input size), universe
 
 
 def synthetic_cells(config, n_cells: int, lo: int, hi: int, universe: int, seed: int):
@@ -113,14 +127,15 @@ class PeakMemory:
             self._thread.join()
 
 
-def run_path(model, cells, n_slots, device, fast: bool, batch_size, layer: int, precision: str = "auto") -> dict:
-    kw = dict(layer=layer, device=str(device), fast=fast, batch_size=batch_size, precision=precision)
+def run_path(model, cells, n_slots, device, path: dict, layer: int) -> dict:
+    """Time one path over `cells` (after a 2-cell warm-up); path = embed_token_cells keywords."""
+    kw = dict(layer=layer, device=str(device), **path)
     gf.embed_token_cells(model, cells[:2], n_slots, **kw)  # warm-up
     with PeakMemory(device) as mem:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         sums, counts = gf.embed_token_cells(model, cells, n_slots, **kw)
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "sums": sums, "counts": counts, "peak": mem.peak}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"seconds": seconds, "cpu": cpu, "sums": sums, "counts": counts, "peak": mem.peak}
 
 
 def cosine(a_sums, a_counts, b_sums, b_counts) -> tuple[float, float, float, float]:
@@ -191,6 +206,81 @@ def tokenizer_rate(n_cells: int = 512) -> str | None:
     return f"CPU tokenizer (V2 dictionaries, {len(genes)} genes, ~{mean_len:.0f} tokens/cell): {rate:,.0f} cells/s (1 thread)"
 
 
+def card_peak_tflops(device: torch.device) -> tuple[float, str] | None:
+    """Dense bf16 peak of a known CUDA card, with the table entry that matched."""
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in CARD_BF16_DENSE_TFLOPS:
+        if key.lower() in name.lower():
+            return tflops, f"{name}: {key} dense bf16 spec"
+    return None
+
+
+def profile_cells(config, profile: str, n_cells: int, genes: list[int] | None, seed: int):
+    """Synthetic cells of one length profile (or of --genes MIN MAX when given)."""
+    lo, hi, universe = PROFILES[profile]
+    if genes:
+        lo, hi = genes
+    elif hi is None:
+        hi = gf.V2_MAX_GENES if config.max_position_embeddings >= 4096 else gf.V1_MAX_TOKENS
+    return synthetic_cells(config, n_cells, lo, hi, universe=max(universe, hi), seed=seed)
+
+
+def measure(model, name: str, profile: str, args, device, peak: float) -> list[str]:
+    """All paths on one config and length profile: one markdown row each."""
+    cfg = model.config
+    depth = gf.hidden_state_index(args.layer, cfg.num_hidden_layers)
+    cells, n_slots = profile_cells(cfg, profile, args.cells, args.genes, args.seed)
+    plain_cells = cells[: args.plain_cells or args.cells]
+    # atlas: eager scores of many cells x 4,096^2 x heads would take GBs
+    plain_bs = args.plain_batch_size or {("cuda", "atlas"): 8, ("cpu", "beeline"): 8, ("cpu", "atlas"): 2}.get(
+        (device.type, profile), 64
+    )
+    paths = {"plain fp32 eager": (dict(fast=False, batch_size=plain_bs, precision="fp32"), plain_cells)}
+    for att in args.attention:
+        resolved = gf.resolve_attention(att, device, args.precision, gf.head_dim(cfg))
+        label = f"optimised {args.resolved_precision} {att}" + (f" ({resolved})" if att == "auto" else "")
+        if device.type == "cuda" and resolved == "packed":  # which kernel ran it: flash varlen or the fallback
+            label += f" [{gf.packed_kernel(device, args.precision, gf.head_dim(cfg))}]"
+        fast = dict(fast=True, batch_size=args.batch_size, precision=args.precision, attention=att)
+        paths[label] = (fast, cells)
+    results: dict[str, dict] = {}
+    # Paths alternate and the fastest repeat counts, so load from other processes biases none of them.
+    for rep in range(args.repeats):
+        for label, (kw, subset) in paths.items():
+            if rep >= (args.plain_repeats or args.repeats) and not kw["fast"]:
+                continue  # the reference's time is only the speed-up baseline; its sums stay the same
+            r = run_path(model, subset, n_slots, device, kw, args.layer)
+            lengths = np.array([len(t) for t, _ in subset])
+            r.update(
+                cells=len(subset), tokens=int(lengths.sum()), flops=float(flops_per_cell(cfg, lengths, depth).sum())
+            )
+            if label not in results or r["seconds"] < results[label]["seconds"]:
+                results[label] = r | {"cpu": min(r["cpu"], results.get(label, r)["cpu"])}
+            print(f"{name} {profile} {label} (repeat {rep + 1}): {len(subset) / r['seconds']:.2f} cells/s", flush=True)
+    plain = results["plain fp32 eager"]
+    rows = []
+    for label, r in results.items():
+        rate = r["cells"] / r["seconds"]
+        tflops = r["flops"] / r["seconds"] / 1e12
+        cells_col = (
+            f"{r['cells']} | {r['tokens'] / r['cells']:.0f} | {r['seconds']:.2f} | {r['cpu']:.1f} | {rate:,.2f} | "
+        )
+        row = f"| {name} | {profile} | {label} | {cells_col}{r['tokens'] / r['seconds']:,.0f} | "
+        row += f"{r['peak'] / 2**20:,.0f} MiB | {tflops:.3f} | {100 * tflops / peak:.1f}% | "
+        if r is plain:
+            rows.append(row + "1.00x | - | - |")
+            continue
+        s, c = r["sums"], r["counts"]
+        if plain["cells"] < r["cells"]:  # compare on the cells both paths saw
+            s, c = gf.embed_token_cells(
+                model, plain_cells, n_slots, layer=args.layer, device=str(device), **paths[label][0]
+            )
+        cmin, cmean, zmin, zmean = cosine(plain["sums"], plain["counts"], s, c)
+        speedup = rate / (plain["cells"] / plain["seconds"])
+        rows.append(row + f"{speedup:.2f}x | {cmin:.6f} / {cmean:.6f} | {zmin:.6f} / {zmean:.6f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
@@ -198,98 +288,69 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain-cells", type=int, default=None, help="cells for the plain path (default: --cells)")
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     p.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
+    p.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=["beeline"], help="cell length profiles")
     p.add_argument(
-        "--genes", type=int, nargs=2, default=[500, 1000], metavar=("MIN", "MAX"), help="ranked genes per cell"
+        "--genes", type=int, nargs=2, default=None, metavar=("MIN", "MAX"), help="ranked genes per cell (overrides)"
     )
     p.add_argument("--layer", type=int, default=-2)
-    p.add_argument("--plain-batch-size", type=int, default=None, help="default: 8 on CPU, 64 on CUDA")
-    p.add_argument("--batch-size", type=int, default=None, help="optimised path; default: from free memory")
+    p.add_argument(
+        "--plain-batch-size", type=int, default=None, help="default: 64 (beeline) / 8 (atlas) on CUDA, 8 / 2 on CPU"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="optimised paths; default: from free memory")
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help="optimised path's autocast dtype; auto = bf16 on CUDA, fp32 on CPU",
+        help="optimised paths' autocast dtype; auto = bf16 on CUDA, fp32 on CPU",
+    )
+    p.add_argument(
+        "--attention",
+        nargs="+",
+        choices=list(gf.ATTENTION_CHOICES),
+        default=["packed", "sdpa"],
+        help="optimised paths to run, one row each (auto = what the embedder picks on this device)",
     )
     p.add_argument(
         "--peak-tflops",
         type=float,
         default=None,
-        help=f"for MFU; default: {H200_BF16_DENSE_TFLOPS} on CUDA (H200 bf16), a measured matmul rate on CPU in the optimised path's precision",
+        help="for MFU; default: the card's dense bf16 spec on CUDA (H100/H200 table), "
+        "a measured matmul rate on CPU in the optimised paths' precision",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="alternate the paths N times; report each one's fastest")
+    p.add_argument(
+        "--plain-repeats", type=int, default=None, help="time the plain path in only the first N repeats (default: all)"
+    )
     p.add_argument("--out", type=Path, default=None, help="append the table (with hardware and command) to this .md")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available")
-    plain_bs = args.plain_batch_size or (64 if device.type == "cuda" else 8)
-    precision = gf.resolve_precision(args.precision, device)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    peak = args.peak_tflops or (H200_BF16_DENSE_TFLOPS if device.type == "cuda" else cpu_peak_tflops(dtype=dtype))
-    peak_note = f"{peak:.3g} TFLOP/s" + (
-        f" (measured {precision} matmul)" if not args.peak_tflops and device.type == "cpu" else ""
-    )
+    args.resolved_precision = gf.resolve_precision(args.precision, device)
+    dtype = torch.bfloat16 if args.resolved_precision == "bf16" else torch.float32
+    if args.peak_tflops:
+        peak, peak_note = args.peak_tflops, f"{args.peak_tflops:.3g} TFLOP/s (--peak-tflops)"
+    elif device.type == "cuda":
+        card = card_peak_tflops(device)
+        if card is None:
+            p.error(f"unknown card {torch.cuda.get_device_name(device)!r}: give its dense bf16 peak with --peak-tflops")
+        peak, peak_note = card[0], f"{card[0]:.3g} TFLOP/s ({card[1]})"
+    else:
+        peak = cpu_peak_tflops(dtype=dtype)
+        peak_note = f"{peak:.3g} TFLOP/s (measured {args.resolved_precision} matmul)"
 
     load_before = os.getloadavg()
     header = (
-        "| config | path | cells | tokens/cell | s | cells/s | tokens/s | peak mem | model TFLOP/s | MFU | "
-        "speed-up | cosine min / mean | centred cosine min / mean |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| config | lengths | path | cells | tokens/cell | s | host CPU s | cells/s | tokens/s | peak mem | model TFLOP/s | MFU | "
+        "speed-up | cosine min / mean | centred cosine min / mean |\n" + "|---" * 15 + "|"
     )
     rows = []
-    opt = f"optimised {precision}"
     for name in args.configs:
         model = gf.build_random_model(args.config_dir / name, seed=args.seed)
-        cfg = model.config
-        depth = gf.hidden_state_index(args.layer, cfg.num_hidden_layers)
-        cells, n_slots = synthetic_cells(cfg, args.cells, *args.genes, universe=2000, seed=args.seed)
-        plain_cells = cells[: args.plain_cells or args.cells]
-        results: dict[str, dict] = {}
-        # Paths alternate and the fastest repeat counts, so load from other processes biases neither.
-        for rep in range(args.repeats):
-            for label, fast, subset, bs in [
-                ("plain fp32 eager", False, plain_cells, plain_bs),
-                (opt, True, cells, args.batch_size),
-            ]:
-                r = run_path(model, subset, n_slots, device, fast, bs, args.layer, args.precision if fast else "fp32")
-                lengths = np.array([len(t) for t, _ in subset])
-                r.update(
-                    cells=len(subset), tokens=int(lengths.sum()), flops=float(flops_per_cell(cfg, lengths, depth).sum())
-                )
-                if label not in results or r["seconds"] < results[label]["seconds"]:
-                    results[label] = r
-                print(f"{name} {label} (repeat {rep + 1}): {len(subset) / r['seconds']:.2f} cells/s", flush=True)
-        a, b = results["plain fp32 eager"], results[opt]
-        n_cmp = a["cells"]
-        # cosine on the cells both paths saw: recompute the optimised sums on the plain subset if it is smaller
-        if n_cmp < b["cells"]:
-            s, c = gf.embed_token_cells(
-                model,
-                plain_cells,
-                n_slots,
-                layer=args.layer,
-                device=str(device),
-                fast=True,
-                batch_size=args.batch_size,
-                precision=args.precision,
-            )
-        else:
-            s, c = b["sums"], b["counts"]
-        cmin, cmean, zmin, zmean = cosine(a["sums"], a["counts"], s, c)
-        speedup = (b["cells"] / b["seconds"]) / (a["cells"] / a["seconds"])
-        for label, r in results.items():
-            rate = r["cells"] / r["seconds"]
-            tflops = r["flops"] / r["seconds"] / 1e12
-            rows.append(
-                f"| {name} | {label} | {r['cells']} | {r['tokens'] / r['cells']:.0f} | {r['seconds']:.2f} | {rate:,.2f} | "
-                f"{r['tokens'] / r['seconds']:,.0f} | {r['peak'] / 2**20:,.0f} MiB | {tflops:.3f} | {100 * tflops / peak:.1f}% | "
-                + (
-                    "1.00x | - | - |"
-                    if r is a
-                    else f"{speedup:.2f}x | {cmin:.6f} / {cmean:.6f} | {zmin:.6f} / {zmean:.6f} |"
-                )
-            )
+        for profile in args.profiles:
+            rows += measure(model, name, profile, args, device, peak)
         del model
     tok_line = tokenizer_rate()
     table = header + "\n" + "\n".join(rows)
@@ -298,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         print(tok_line)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = "python benchmarks/embedding_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        threads = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+        cmd = f"{threads}python benchmarks/embedding_throughput.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
         block = [
             f"### {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} - device {args.device}",
             "",
@@ -307,9 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             "Load average (1/5/15 min) before / after: "
             + " / ".join(", ".join(f"{v:.2f}" for v in la) for la in (load_before, os.getloadavg()))
             + f" ({os.cpu_count()} logical cores; other processes share this machine)",
-            f"Layer {args.layer}; plain batch size {plain_bs}; optimised precision "
-            f"{precision}, batch size "
-            f"{args.batch_size or 'from free memory'}; best of {args.repeats} alternating repeat(s); MFU peak {peak_note}; memory = "
+            f"Layer {args.layer}; plain batch size {args.plain_batch_size or PLAIN_BATCH_DEFAULT[device.type]}; "
+            f"optimised precision {args.resolved_precision}, batch size "
+            f"{args.batch_size or 'from free memory'}; best of {args.repeats} alternating repeat(s) "
+            f"(plain: {min(args.plain_repeats or args.repeats, args.repeats)}); MFU peak "
+            f"{peak_note}; memory = "
             + ("max CUDA allocated" if device.type == "cuda" else "peak RSS increase during the run"),
             "",
             table,

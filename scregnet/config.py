@@ -153,6 +153,10 @@ class GeneformerConfig(_Section):
     # Autocast dtype of the fast path. auto: bf16 on CUDA (tensor cores), fp32 on CPU (bf16 pays
     # off only on CPUs with native bf16 matmul: AVX512-BF16 / AMX). The reference path is fp32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Attention of the fast path. packed: cells concatenated without padding, attention within each
+    # cell (flash varlen kernel on CUDA in bf16, per-cell SDPA otherwise); sdpa / eager: padded
+    # batches. auto: packed on CUDA when the flash varlen kernel runs (else sdpa), packed on CPU.
+    attention: Literal["auto", "packed", "sdpa", "eager"] = "auto"
     batch_size: int | None = Field(None, ge=1)  # None: chosen from free memory
     n_shards: int = Field(1, ge=1)
     max_cells: int | None = Field(None, ge=1)

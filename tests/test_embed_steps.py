@@ -56,9 +56,9 @@ def test_embed_cli_writes_a_gene_table(tmp_path, synthetic_dir):
         pickle.dump(mapping, fh)
     model_dir = tmp_path / "model"
     tiny_model(n_genes=len(genes)).save_pretrained(model_dir, safe_serialization=True)
-    for out, precision, used in (
-        (tmp_path / "genes.csv", "auto", "fp32"),
-        (tmp_path / "genes.parquet", "bf16", "bf16"),
+    for out, precision, used, attention, resolved in (
+        (tmp_path / "genes.csv", "auto", "fp32", "auto", "packed"),  # auto on CPU: packed
+        (tmp_path / "genes.parquet", "bf16", "bf16", "sdpa", "sdpa"),
     ):
         result = CliRunner().invoke(
             main,
@@ -74,12 +74,15 @@ def test_embed_cli_writes_a_gene_table(tmp_path, synthetic_dir):
                 "cpu",
                 "--precision",
                 precision,
+                "--attention",
+                attention,
                 "--out",
                 str(out),
             ],
         )
         assert result.exit_code == 0, result.output
         assert f'"precision": "{used}"' in result.output
+        assert f'"attention": "{resolved}"' in result.output
         table = pd.read_csv(out, index_col=0) if out.suffix == ".csv" else pd.read_parquet(out)
         assert table.shape[1] == 32 and set(table.index) <= set(genes[:-5])
         assert len(table) >= len(genes) - 5 - 10  # genes never expressed in any cell get no vector

@@ -13,9 +13,11 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from scregnet.config import GeneformerConfig
 from scregnet.embeddings import geneformer as gf
+from scregnet.embeddings.geneformer import inference
 from scregnet.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -278,6 +280,151 @@ def test_bf16_autocast_stays_close_to_fp32_and_is_recorded(v2_dir: Path, model_v
         gf.merge_gene_sums(parts)
     with pytest.raises(ValueError, match="precision must be"):
         gf.resolve_precision("fp16", torch.device("cpu"))
+
+
+def token_cells(version: str, lengths: list[int], n_genes: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Tokenised cells as the tokenizer emits them: `lengths` ranked genes each (V2 adds <cls>/<eos>)."""
+    rng = np.random.default_rng(seed)
+    first = 4 if version == "v2" else 2  # gene token ids start after the special tokens
+    cells = []
+    for n in lengths:
+        slots = rng.choice(n_genes, size=n, replace=False)
+        tokens = slots + first
+        if version == "v2":
+            tokens, slots = np.concatenate(([2], tokens, [3])), np.concatenate(([-1], slots, [-1]))
+        cells.append((tokens.astype(np.int64), slots.astype(np.int64)))
+    return cells
+
+
+# Very different lengths (1 to 300 genes), in no particular order.
+PACK_LENGTHS = [37, 300, 1, 120, 5, 260, 64, 2, 190, 11]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_packed_path_equals_padded_paths_and_per_cell_reference(version: str):
+    n_genes = 320
+    model = tiny_model(version, n_genes=n_genes, seed=5)
+    cells = token_cells(version, PACK_LENGTHS, n_genes)
+    want_s, want_c = oracle(model, cells, n_genes, index=1)
+    assert len(np.unique(want_c)) > 3  # genes seen in different numbers of cells
+    runs = {
+        # packs from the token budget, one cell per pack, and pack boundaries inside the length
+        # distribution (after the 3 longest cells: 300 | 260 | 190 and so on)
+        ("packed", None),
+        ("packed", 1),
+        ("packed", 3),
+        ("sdpa", None),
+        ("sdpa", 3),
+        ("eager", 4),
+    }
+    got = {}
+    for attention, bs in sorted(runs, key=str):
+        s, c = gf.embed_token_cells(model, cells, n_genes, layer=-2, batch_size=bs, attention=attention)
+        np.testing.assert_array_equal(c, want_c)
+        np.testing.assert_allclose(s, want_s, atol=2e-5, rtol=1e-5, err_msg=f"{attention} batch_size={bs}")
+        got[attention, bs] = s
+    np.testing.assert_allclose(got["packed", 3], got["sdpa", None], atol=2e-5, rtol=1e-5)
+    # all hidden states, layer 0 (embeddings only: position ids must restart in every cell) to the last
+    for layer in (-3, -1):
+        s, _ = gf.embed_token_cells(model, cells, n_genes, layer=layer, batch_size=4, attention="packed")
+        ref, _ = oracle(model, cells, n_genes, index=gf.hidden_state_index(layer, 2))
+        np.testing.assert_allclose(s, ref, atol=2e-5, rtol=1e-5, err_msg=f"layer {layer}")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_packed_path_single_cell(version: str):
+    model = tiny_model(version, n_genes=N_GENES, seed=6)
+    for n in (1, N_GENES):
+        cells = token_cells(version, [n], N_GENES, seed=n)
+        s, c = gf.embed_token_cells(model, cells, N_GENES, attention="packed")
+        want_s, want_c = oracle(model, cells, N_GENES, index=1)
+        np.testing.assert_array_equal(c, want_c)
+        np.testing.assert_allclose(s, want_s, atol=2e-5, rtol=1e-5)
+
+
+def test_flash_varlen_kernel_gets_the_pack_layout(monkeypatch):
+    """The CUDA kernel cannot run here: a stand-in with varlen_attn's signature, computed from the
+    cu_seqlens it is given, must reproduce the per-cell results (argument plumbing and layout)."""
+    import torch.nn.attention.varlen as varlen
+
+    calls = []
+
+    def fake_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, **kw):
+        assert q.shape == k.shape == v.shape and q.dim() == 3 and cu_q.dtype == torch.int32
+        bounds = cu_q.tolist()
+        assert cu_k is cu_q and max_q == max_k == max(np.diff(bounds)) and bounds[-1] == q.shape[0]
+        calls.append(len(bounds) - 1)
+        out = [
+            torch.nn.functional.scaled_dot_product_attention(
+                *(x[s:e].transpose(0, 1) for x in (q, k, v)), scale=scale
+            ).transpose(0, 1)
+            for s, e in zip(bounds[:-1], bounds[1:])
+        ]
+        return torch.cat(out)
+
+    monkeypatch.setattr(varlen, "varlen_attn", fake_varlen_attn)
+    model = tiny_model("v2", n_genes=320, seed=5)
+    cells = token_cells("v2", PACK_LENGTHS, 320)
+    pack = gf.pack_cells(cells, np.arange(len(cells)), 320, "cpu")
+    with torch.no_grad():
+        flash = gf.packed_hidden(model.bert, pack, 2, "flash_varlen")
+        per_cell = gf.packed_hidden(model.bert, pack, 2, "sdpa_per_cell")
+    assert calls == [len(cells)] * 2  # one call per layer over the whole pack
+    torch.testing.assert_close(flash, per_cell)
+
+
+def test_packs_follow_the_token_budget_longest_first():
+    lengths = np.array(PACK_LENGTHS)
+    packs = inference._plan_packs(lengths, None, token_budget=400)
+    assert sorted(np.concatenate(packs).tolist()) == list(range(len(lengths)))  # every cell once
+    assert [lengths[p].tolist() for p in packs] == [[300], [260], [190, 120, 64], [37, 11, 5, 2, 1]]
+    assert all(lengths[p].sum() <= 400 for p in packs)
+    alone = inference._plan_packs(lengths, None, token_budget=10)  # cells longer than the budget go alone
+    assert [len(p) for p in alone] == [1] * 7 + [3]
+    assert [len(p) for p in inference._plan_packs(lengths, 4, token_budget=0)] == [4, 4, 2]
+
+
+def test_packed_pack_layout():
+    cells = token_cells("v2", [3, 1], n_genes=10)
+    pack = gf.pack_cells(cells, np.array([1, 0]), n_slots=10, device="cpu")
+    assert pack.positions.tolist() == [0, 1, 2, 0, 1, 2, 3, 4]  # restart per cell
+    assert pack.cu_seqlens.tolist() == [0, 3, 8] and pack.max_len == 5
+    assert pack.slots[[0, 2, 3, 7]].tolist() == [10] * 4  # <cls>/<eos> go to the scratch slot
+    assert pack.ids.tolist() == cells[1][0].tolist() + cells[0][0].tolist()
+
+
+def test_attention_is_resolved_recorded_and_checked_at_merge(v2_dir: Path, model_v2):
+    cpu = torch.device("cpu")
+    assert gf.resolve_attention("auto", cpu) == "packed"  # not slower than padding on CPU
+    assert gf.packed_kernel(cpu, "fp32", 8) == "sdpa_per_cell"  # flash varlen is CUDA only
+    assert not gf.flash_varlen_available(cpu, torch.bfloat16, 8)
+    a = random_adata(9, seed=11)
+    cfg = GeneformerConfig(dictionaries=v2_dir, n_shards=2)
+    embedders = {
+        att: gf.GeneformerEmbedder(cfg.model_copy(update={"attention": att}), model=model_v2)
+        for att in ("auto", "packed", "sdpa", "eager")
+    }
+    metas = {att: e.embed_shard(a, 0, 2).metadata for att, e in embedders.items()}
+    assert [metas[att]["attention"] for att in embedders] == ["packed", "packed", "sdpa", "eager"]
+    assert metas["packed"]["attention_kernel"] == "sdpa_per_cell" and "attention_kernel" not in metas["sdpa"]
+    reference = gf.GeneformerEmbedder(cfg, model=model_v2, fast=False).embed_shard(a, 0, 2)
+    assert reference.metadata["attention"] == "eager"
+    parts = [embedders["packed"].embed_shard(a, 0, 2), embedders["sdpa"].embed_shard(a, 1, 2)]
+    with pytest.raises(ValueError, match="different attention"):
+        gf.merge_gene_sums(parts)
+    same = gf.merge_gene_sums([embedders["auto"].embed_shard(a, 1, 2), parts[0]])
+    np.testing.assert_allclose(same.vectors, embedders["sdpa"].embed(a).vectors, atol=1e-5, rtol=1e-5)
+    assert same.metadata["attention"] == "packed"
+
+
+def test_bad_attention_value_is_a_clear_error(v2_dir: Path, model_v2):
+    with pytest.raises(ValidationError, match="attention"):
+        GeneformerConfig(attention="flash")
+    cfg = GeneformerConfig(dictionaries=v2_dir).model_copy(update={"attention": "flash"})  # skips validation
+    with pytest.raises(ValueError, match="attention must be one of auto, packed, sdpa, eager, got 'flash'"):
+        gf.GeneformerEmbedder(cfg, model=model_v2).embed(random_adata(2))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        gf.embed_token_cells(model_v2, token_cells("v2", [3], N_GENES), N_GENES, attention="Packed")
 
 
 def test_layer_selection_matches_hidden_state_indices(v2_dir: Path, model_v2):

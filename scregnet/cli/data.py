@@ -101,6 +101,17 @@ def validate(data, h5ad, priors, prior_format, tf, min_score, gene_symbols, min_
     default=None,
     help=with_default("Autocast dtype: auto = bf16 on CUDA, fp32 on CPU.", GeneformerConfig, "precision"),
 )
+@click.option(
+    "--attention",
+    type=choices(GeneformerConfig, "attention"),
+    default=None,
+    help=with_default(
+        "packed: cells without padding (flash varlen on CUDA, per-cell SDPA on CPU); sdpa/eager: padded "
+        "batches; auto: packed on CPU, and on CUDA when flash varlen runs, else sdpa.",
+        GeneformerConfig,
+        "attention",
+    ),
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: chosen from free memory.")
 @click.option(
     "--shards",
@@ -109,7 +120,9 @@ def validate(data, h5ad, priors, prior_format, tf, min_score, gene_symbols, min_
     help=with_default("Embed cells in this many shards (merged exactly).", GeneformerConfig, "n_shards"),
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output table: .csv or .parquet.")
-def embed(data, h5ad, model, dictionaries, layer, transform, device, precision, batch_size, shards, out) -> None:
+def embed(
+    data, h5ad, model, dictionaries, layer, transform, device, precision, attention, batch_size, shards, out
+) -> None:
     """Geneformer gene embeddings -> a table indexed by gene symbol (genes that received a vector)."""
     from scregnet.cli._common import overrides
     from scregnet.config import EmbedderConfig
@@ -130,6 +143,7 @@ def embed(data, h5ad, model, dictionaries, layer, transform, device, precision, 
             transform=transform,
             device=device,
             precision=precision,
+            attention=attention,
             batch_size=batch_size,
             n_shards=shards,
         ),
