@@ -141,9 +141,10 @@ def _differences(per_seed: list[dict]) -> dict[str, dict[str, float]]:
 def _best(row: dict, group: str) -> str | None:
     """The scorer of `group` (baselines or peers) with the highest mean per-TF AUROC."""
     scorers = row.get(group, {})
-    ranked = [(v.get("per_tf_auroc", float("nan")), k) for k, v in scorers.items()]
-    ranked = [(v, k) for v, k in ranked if np.isfinite(v)]
-    return max(ranked)[1] if ranked else None
+    # Ties (label_count and target_popularity rank each TF's targets alike) go to the first listed.
+    ranked = [(v.get("per_tf_auroc", float("nan")), -i, k) for i, (k, v) in enumerate(scorers.items())]
+    ranked = [r for r in ranked if np.isfinite(r[0])]
+    return max(ranked)[2] if ranked else None
 
 
 def _delta(row: dict, name: str | None) -> str:
