@@ -99,4 +99,4 @@ def test_compare_cli_writes_markdown(store, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "| hHEP/TFs500 | genelink | none | gcn | 1 | 0.900 |" in text
-    assert "tags.protocol" in res.output  # the MLflow UI recipe
+    assert "tags.protocol" in res.output and "summary/auroc_gain" in res.output  # the MLflow UI recipe
