@@ -110,10 +110,11 @@ def open_page(driver, url: str, settle: float) -> None:
 
 
 def headline_columns(driver) -> list[str]:
-    """Runs-table header cells showing a headline metric (`summary/...`)."""
+    """Runs-table columns showing a headline metric (`summary/...`); the window must be wide enough
+    for the grid to render every column (it renders only the visible ones)."""
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('.ag-header-cell-text'))"
-        ".map(e => e.innerText.trim()).filter(t => t.startsWith('summary/'))"
+        "return Array.from(document.querySelectorAll('.ag-header-cell[col-id]'))"
+        ".map(e => e.getAttribute('col-id')).filter(c => c.startsWith('metrics.`summary/'))"
     )
 
 
@@ -161,16 +162,23 @@ def main() -> None:
         exp_id, run_id, n = ids["experiment"], ids["run"], len(ids["headline"])
         view = f"{ml}/#/experiments/{exp_id}/runs?viewStateShareKey={ids['view']}"
         counts = {}
+        with tempfile.TemporaryDirectory() as profile:  # counting: a window wide enough for every column
+            d = browser(args.chromium, args.chromedriver, profile, 5000, 1000)
+            try:
+                open_page(d, f"{ml}/#/experiments/{exp_id}/runs", args.settle)
+                counts["default view"] = headline_columns(d)
+                open_page(d, view, args.settle)
+                counts["saved view"] = headline_columns(d)
+            finally:
+                d.quit()
         with tempfile.TemporaryDirectory() as profile:
             d = browser(args.chromium, args.chromedriver, profile, 1920, 1000)
             try:
                 open_page(d, f"{ml}/#/experiments/{exp_id}/runs", args.settle)
-                counts["default view"] = headline_columns(d)
                 capture(d, args.out / "mlflow_runs_default.png")
                 open_page(d, view, args.settle)
-                counts["saved view"] = headline_columns(d)
                 capture(d, args.out / "mlflow_runs_table.png")
-                open_page(d, f"{ml}/#/experiments/{exp_id}/runs?compareRunsMode=CHART", args.settle)
+                open_page(d, f"{ml}/#/experiments/{exp_id}/runs?compareRunsMode=CHART", 2 * args.settle)
                 capture(d, args.out / "mlflow_charts.png")
                 open_page(d, f"{ml}/#/experiments/{exp_id}/runs/{run_id}", args.settle)
                 capture(d, args.out / "mlflow_run.png")

@@ -114,6 +114,8 @@ def test_run_is_tracked_with_config_metrics_plots_and_tags(first_run, home):
     m = run.data.metrics
     assert m["summary/auroc_gain"] == pytest.approx(m["test/model_auroc"] - m["summary/baseline_auroc"], abs=2e-4)
     assert run.info.run_name == "synth genelink pca s0"  # dataset, protocol, embedder, seed
+    (dataset_input,) = run.inputs.dataset_inputs  # MLflow's Dataset column
+    assert dataset_input.dataset.name == "synth" and len(dataset_input.dataset.digest) == 8
     assert "dataset synth  protocol genelink  embedder pca" in first_run.stdout
     assert "input example was not provided" not in first_run.stdout + first_run.stderr
     assert "\x1b[" not in first_run.stdout + first_run.stderr  # captured output: no colour codes

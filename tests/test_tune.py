@@ -142,3 +142,5 @@ def test_tune_logs_nested_trials_best_params_and_a_final_test_evaluation(synthet
     assert "test/label_count_auroc" in final.data.metrics and "summary/auroc_gain" in final.data.metrics
     label = f"{dataset_label(final.data.tags['dataset'])} genelink none s{tune_config.train.seed}"  # a readable name
     assert final.info.run_name == f"{label} tuned"
+    # Embedder none: no coverage is logged (a 0 would read as a failure); the fit's facts are.
+    assert "training/best_epoch" in final.data.metrics and "training/embedding_coverage" not in final.data.metrics

@@ -19,6 +19,7 @@ sorted by name, so `summary/` comes first):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -48,6 +49,7 @@ CURVE_PREFIX = f"{TRAINING}/"  # kept for readers of the old constant
 VIEW_ID = "scregnet-model-vs-baselines"  # experiment tag `mlflow.sharedViewState.<VIEW_ID>`
 VIEW_NAME = "scregnet: model vs baselines"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # wide enough for `mHSC-L-TFs500 heldout_both geneformer s0`
 DESCRIPTION_TAG = "mlflow.note.content"
 DESCRIPTION_MARK = "**scregnet training runs.**"  # a description starting so is ours to update
 
@@ -202,9 +204,15 @@ def start_training_run(tracker: Tracker, config, dataset, split, run_name: str |
     """Open the MLflow run of one trained model: named by `run_label` (unless `run_name`), tags
     (`run_tags`), the full config as params. Also describes the experiment (`describe_experiment`)."""
     describe_experiment(tracker)
-    tags = run_tags(config, dataset.name, dataset.priors_hash(), split, **extra)
+    priors_sha256 = dataset.priors_hash()
+    tags = run_tags(config, dataset.name, priors_sha256, split, **extra)
     name = run_name or run_label(config, dataset.name, split)
-    return tracker.start_run(tags, config.flat(), run_name=name)
+    run_id = tracker.start_run(tags, config.flat(), run_name=name)
+    # The Dataset column (shown by default) and filter: the dataset's name, its files and priors.
+    sources = {k: str(v) for k, v in getattr(dataset, "sources", {}).items()}
+    digest = hashlib.sha256(json.dumps([dataset.name, sources, priors_sha256]).encode()).hexdigest()[:8]
+    tracker.log_dataset(run_id, dataset.name, digest, sources)
+    return run_id
 
 
 def log_inputs(tracker: Tracker, run_id: str, embedding, prior_manifest=None) -> None:
@@ -285,7 +293,7 @@ def view_state() -> dict[str, Any]:
         # UI state
         "selectedColumns": columns,
         "columnOrder": columns,
-        "columnWidths": {c: _header_width(c) for c in columns},
+        "columnWidths": {RUN_NAME_COLUMN: 240, **{c: _header_width(c) for c in columns}},
         "runsExpanded": {},
         "runsPinned": [],
         "runsHidden": [],
@@ -323,8 +331,9 @@ def description() -> str:
     metrics = ", ".join(f"`{n}`" for n in summary_names())
     groups = ", ".join(f"{g} = best of {', '.join(s)}" for g, s in COMPARATORS.items())
     return (
-        f"{DESCRIPTION_MARK} Is the model better than the trivial baselines? Open **Views -> {VIEW_NAME}** "
-        f"(the link `scregnet train` prints): it shows the columns {metrics} and `promotion`.\n\n"
+        f"{DESCRIPTION_MARK} Is the model better than the trivial baselines? Choose **Views -> {VIEW_NAME}** "
+        "(or open the link `scregnet train` prints; there, **Override saved view** makes it what this page "
+        f"opens with). It shows the columns {metrics} and `promotion`.\n\n"
         f"`summary/auroc_gain` > 0: the model beats the best trivial baseline on test AUROC ({groups}). "
         "Run names: dataset, protocol, embedder, seed. "
         "Each scorer's full-precision test and validation metrics: `test/*`, `val/*`; "
