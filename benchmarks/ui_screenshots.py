@@ -102,7 +102,8 @@ def capture(driver, path: Path) -> None:
 
 
 def open_page(driver, url: str, settle: float) -> None:
-    """Load `url`, wait `settle` s for the app to render, close MLflow's assistant panel if open."""
+    """Load `url` afresh, wait `settle` s for the app to render, close MLflow's assistant panel if open."""
+    driver.get("about:blank")  # a change of the #fragment alone would not reload the app
     driver.get(url)
     time.sleep(settle)
     driver.execute_script(f'var b = document.querySelector("{ASSISTANT_CLOSE}"); if (b) b.click();')

@@ -49,7 +49,6 @@ CURVE_PREFIX = f"{TRAINING}/"  # kept for readers of the old constant
 VIEW_ID = "scregnet-model-vs-baselines"  # experiment tag `mlflow.sharedViewState.<VIEW_ID>`
 VIEW_NAME = "scregnet: model vs baselines"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"
-RUN_NAME_COLUMN = "attributes.`Run Name`"  # wide enough for `mHSC-L-TFs500 heldout_both geneformer s0`
 DESCRIPTION_TAG = "mlflow.note.content"
 DESCRIPTION_MARK = "**scregnet training runs.**"  # a description starting so is ours to update
 
@@ -293,7 +292,7 @@ def view_state() -> dict[str, Any]:
         # UI state
         "selectedColumns": columns,
         "columnOrder": columns,
-        "columnWidths": {RUN_NAME_COLUMN: 240, **{c: _header_width(c) for c in columns}},
+        "columnWidths": {c: _header_width(c) for c in columns},
         "runsExpanded": {},
         "runsPinned": [],
         "runsHidden": [],
