@@ -196,3 +196,19 @@ def test_strip_ansi():
     from scregnet.home import strip_ansi
 
     assert strip_ansi("\x1b[1;33mwarn\x1b[0m \x1b[38;5;105mstep\x1b[37m") == "warn step"
+
+
+def test_dashboard_refuses_a_port_in_use():
+    import socket
+
+    from click.testing import CliRunner
+
+    from scregnet.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(main, ["dashboard", "--port", str(port)])
+    assert res.exit_code == 2
+    assert f"port {port} on 127.0.0.1 is in use" in res.output and "--port" in res.output
