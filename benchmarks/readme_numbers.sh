@@ -40,12 +40,15 @@ mmss() { python3 -c "s=int($1); print(f'{s // 60} min {s % 60:02d} s')"; }
 clone demo
 cd "$W/demo/scregnet"
 install_s=$(seconds "$W/install.log" "python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e .")
+echo "install: ${install_s}s"
 demo_s=$(seconds "$W/demo.log" ".venv/bin/scregnet demo")
+echo "demo: ${demo_s}s"
 torch=$(.venv/bin/python -c "import torch; print(torch.__version__, 'CUDA ' + (torch.version.cuda or 'none'))")
 
 clone ci
 cd "$W/ci/scregnet"
 ci_s=$(seconds "$W/ci.log" ".ci/run")
+echo ".ci/run: ${ci_s}s"
 # pytest's last line, e.g. "224 passed, 3 skipped, 12 warnings in 512.31s (0:08:32)"
 tests_line=$(grep -E "^(=+ )?[0-9]+ passed" "$W/ci.log" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
 tests_s=$(echo "$tests_line" | sed -nE 's/.* in ([0-9.]+)s.*/\1/p')
