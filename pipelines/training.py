@@ -12,6 +12,7 @@ from zenml import Model, pipeline
 from scregnet.config import RunConfig, read_run_config
 from scregnet.data import dataset_name_of
 from scregnet.registry import model_name
+from scregnet.tracking import records
 from steps.embed.embed import embed
 from steps.embed.shards import add_gene_sums, embed_shard, finalize_embedding
 from steps.evaluate.evaluate import evaluate
@@ -60,6 +61,13 @@ def embed_genes(expression, config: RunConfig):
     return finalize_embedding(total)
 
 
+def pipeline_run_name(pipeline_fn, config: RunConfig) -> str:
+    """`mHSC-L-TFs500 genelink pca s0 2026_05_01 14_03_22_123456` (ZenML fills in `{date}` and `{time}`;
+    run names must be unique). Other pipelines than training add their kind (`... tuning ...`)."""
+    kind = getattr(pipeline_fn, "name", "training_pipeline").removesuffix("_pipeline")
+    return records.run_label(config, config.data.name, None, "" if kind == "training" else kind) + " {date} {time}"
+
+
 def run_pipeline(
     pipeline_fn, config: RunConfig, zenml_config: str | Path | None = None, run_name: str | None = None, schedule=None
 ):
@@ -78,18 +86,18 @@ def run_pipeline(
             description="scRegNet TF -> target link predictor",
         )
     }
-    if run_name:
-        options["run_name"] = run_name
+    # The RunConfig part of the file is already in `config`; the rest is ZenML's.
+    zenml = read_run_config(zenml_config)[1] if zenml_config is not None else {}
+    if run_name or not zenml.get("run_name"):  # a run name in the file wins over the default
+        options["run_name"] = run_name or pipeline_run_name(pipeline_fn, config)
     if schedule is not None:
         options["schedule"] = schedule
     tmp = None
-    if zenml_config is not None:
-        zenml = read_run_config(zenml_config)[1]  # the RunConfig part is already in `config`
-        if zenml:
-            tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-            yaml.safe_dump(zenml, tmp)
-            tmp.close()
-            options["config_path"] = tmp.name
+    if zenml:
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        yaml.safe_dump(zenml, tmp)
+        tmp.close()
+        options["config_path"] = tmp.name
     try:
         return pipeline_fn.with_options(**options)(config=config)
     finally:

@@ -1,8 +1,8 @@
 """Compare training runs in the MLflow store: model vs trivial baselines, mean ± std over runs.
 
 Runs are the ones steps/train + steps/evaluate (or `scregnet tune`'s final retrain) write: tags
-`dataset`, `protocol`, `embedder`, `gnn`, `seed`, `priors_sha256`, metrics `test_model_auroc`,
-`test_label_count_auroc`, ... (`{part}_{model|baseline}_{metric}`). Tuning trials and study
+`dataset`, `protocol`, `embedder`, `gnn`, `seed`, `priors_sha256`, full-precision metrics
+`test/model_auroc`, `test/label_count_auroc`, ... (`records.metric_name`). Tuning trials and study
 parents (tag `kind` = tune_trial / tune) carry no test metrics and are left out.
 """
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scregnet.baselines import BASELINES
-from scregnet.peers import PEERS
+from scregnet.tracking.records import MODEL, PEERS, metric_name, summary_names
 
 GROUP_BY = ("dataset", "protocol", "embedder", "gnn")
 METRICS = ("auroc", "auprc", "per_tf_auroc", "auprc_lift")
-SOURCES = ("model",) + BASELINES + PEERS
+SOURCES = (MODEL,) + BASELINES + PEERS
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Group:
 
 
 def _filter_string(dataset: str | None, protocol: str | None, extra: dict[str, str] | None) -> str:
-    clauses = ["metrics.test_model_auroc > -1"]
+    clauses = [f"metrics.`{metric_name('test', MODEL, 'auroc')}` > -1"]
     for k, v in (("dataset", dataset), ("protocol", protocol), *((extra or {}).items())):
         if v:
             clauses.append(f"tags.{k} = '{v}'")
@@ -89,7 +89,9 @@ def group_runs(runs, by: tuple[str, ...] = GROUP_BY) -> list[Group]:
         m = r.data.metrics
         for source in SOURCES:
             for metric in METRICS:
-                g.values.setdefault(source, {}).setdefault(metric, []).append(m.get(f"test_{source}_{metric}"))
+                g.values.setdefault(source, {}).setdefault(metric, []).append(
+                    m.get(metric_name("test", source, metric))
+                )
     return [groups[k] for k in sorted(groups)]
 
 
@@ -99,21 +101,27 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
 
 
+def _present(groups: list[Group], sources: tuple[str, ...]) -> list[str]:
+    """The scorers of `sources` with at least one test AUROC in some group (peers are optional)."""
+    return [s for s in sources if any(g.stat(s, "auroc")[2] for g in groups)]
+
+
 def markdown(groups: list[Group], by: tuple[str, ...] = GROUP_BY) -> str:
-    """One row per group: runs, model AUROC/AUPRC/per-TF AUROC/lift, each baseline's AUROC/AUPRC, gain."""
+    """One row per group: runs, model AUROC/AUPRC/per-TF AUROC/lift, each baseline's (and each peer's,
+    where runs scored peers) AUROC/AUPRC, and the AUROC gain over label_count."""
+    others = list(BASELINES) + _present(groups, PEERS)
     head = list(by) + ["runs", "model AUROC", "model AUPRC", "model per-TF AUROC", "model AUPRC lift"]
-    peers = [p for p in PEERS if any(g.stat(p, "auroc")[2] for g in groups)]
-    head += [f"{b} AUROC / AUPRC" for b in (*BASELINES, *peers)] + ["AUROC gain vs label_count"]
+    head += [f"{b} AUROC / AUPRC" for b in others] + ["AUROC gain vs label_count"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         row = list(g.key) + [str(g.n)]
-        row += [_fmt(*g.stat("model", m)) for m in METRICS]
-        for b in (*BASELINES, *peers):
+        row += [_fmt(*g.stat(MODEL, m)) for m in METRICS]
+        for b in others:
             a, p = g.stat(b, "auroc"), g.stat(b, "auprc")
             row.append(f"{_fmt(*a)} / {_fmt(*p)}")
         gains = [
             x - y
-            for x, y in zip(g.values["model"]["auroc"], g.values["label_count"]["auroc"])
+            for x, y in zip(g.values[MODEL]["auroc"], g.values["label_count"]["auroc"])
             if x is not None and y is not None
         ]
         row.append(f"{np.mean(gains):+.3f}" if gains else "-")
@@ -138,15 +146,22 @@ def compare(
     return groups, markdown(groups, by)
 
 
-UI_HELP = """\
-In the MLflow UI (`mlflow ui --backend-store-uri sqlite:///$SCREGNET_HOME/mlflow.db`): open the
-experiment, switch to the table view, filter with
-    tags.dataset = 'mDC/TFs500' and tags.protocol = 'heldout_tf' and metrics.test_model_auroc > 0
-(add `and tags.kind != 'tune_trial'` to hide tuning trials), choose columns
-    tags: dataset, protocol, embedder, gnn, seed, priors_sha256, tuned
-    metrics: test_model_auroc, test_model_auprc, test_model_per_tf_auroc, test_model_auprc_lift,
-             test_label_count_auroc, test_label_count_auprc, test_tf_prior_auroc, test_target_popularity_auroc
-then "Group by" tags.dataset, tags.protocol, tags.embedder, tags.gnn with aggregate "average" (the UI has
-no std: `scregnet compare` prints mean ± std). Select runs and "Compare" for parallel-coordinates plots;
-tuning trials are nested under their study's parent run (expand the parent row).
+def ui_help() -> str:
+    """How to see the same comparison in the MLflow UI."""
+    from scregnet.tracking.records import VIEW_NAME
+
+    columns = "\n".join(f"    {n}" for n in summary_names())
+    test_auroc = metric_name("test", MODEL, "auroc")
+    return f"""\
+In the MLflow UI (`scregnet`'s printed `mlflow ui ...` command, or
+`mlflow ui --backend-store-uri sqlite:///$SCREGNET_HOME/mlflow.db`): open the experiment, then
+Views -> {VIEW_NAME!r} (or the link `scregnet train` prints). It shows, per run, the columns
+{columns}
+    tags.promotion
+(`summary/auroc_gain` > 0: better than the best trivial baseline on test AUROC). Filter with e.g.
+    tags.dataset = 'mDC/TFs500' and tags.protocol = 'heldout_tf' and metrics.`{test_auroc}` > 0
+(add `and tags.kind != 'tune_trial'` to hide tuning trials), then "Group by" tags.dataset,
+tags.protocol, tags.embedder, tags.gnn with aggregate "average" (the UI has no std: `scregnet compare`
+prints mean ± std). Each scorer's full-precision metrics are `test/<scorer>_<metric>` and
+`val/<scorer>_<metric>`; tuning trials are nested under their study's parent run.
 """

@@ -7,6 +7,9 @@ from the environment at import time.
 from __future__ import annotations
 
 import os
+import re
+import sys
+import warnings
 from pathlib import Path
 
 
@@ -42,4 +45,35 @@ def configure(tracking_uri: str | None = None) -> Path:
     env.setdefault("MPLCONFIGDIR", str(root / "matplotlib"))
     # Local artifacts (MLflow) live beside the database.
     env.setdefault("SCREGNET_ARTIFACTS", str(root / "mlartifacts"))
+    if not interactive():
+        plain_output()
     return root
+
+
+def interactive() -> bool:
+    """Both stdout and stderr are terminals (not redirected to a file or a pipe)."""
+    return all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without ANSI colour and style codes."""
+    return _ANSI.sub("", text)
+
+
+def plain_output() -> None:
+    """No colour codes in redirected logs: ZenML's log colours off (read when ZenML is imported),
+    `NO_COLOR` for tools that honour it, and warnings (MLflow colours some) printed without codes."""
+    os.environ.setdefault("ZENML_LOGGING_COLORS_DISABLED", "true")
+    os.environ.setdefault("NO_COLOR", "1")
+    if getattr(warnings.formatwarning, "_scregnet_plain", False):
+        return
+    original = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        return strip_ansi(original(message, category, filename, lineno, line))
+
+    formatwarning._scregnet_plain = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning

@@ -1,4 +1,5 @@
-"""Figures people would rather look at than read: ROC/PR with baselines, training curves."""
+"""Figures people would rather look at than read: model vs baselines, ROC/PR with baselines,
+per-TF AUROC, training curves."""
 
 from __future__ import annotations
 
@@ -41,6 +42,35 @@ def roc_pr_figure(
         ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "upper right")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+BAR_METRICS = (("auroc", "AUROC"), ("auprc", "AUPRC"), ("per_tf_auroc", "per-TF AUROC"))
+
+
+def model_vs_baselines_figure(model: dict[str, float], others: dict[str, dict[str, float]], title: str = ""):
+    """Grouped bars, one group per test metric: the model (black) beside each other scorer, values
+    written on the bars; AUROC's chance level (0.5) and AUPRC's (the prevalence) dotted."""
+    scorers = [("model", model)] + list(others.items())
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    width = 0.8 / len(scorers)
+    for i, (name, m) in enumerate(scorers):
+        xs = np.arange(len(BAR_METRICS)) + (i - (len(scorers) - 1) / 2) * width
+        vals = [float(m.get(k, np.nan)) for k, _ in BAR_METRICS]
+        color = "black" if name == "model" else f"C{i - 1}"
+        bars = ax.bar(xs, np.nan_to_num(vals), width * 0.95, label=name, color=color)
+        for bar, v in zip(bars, vals):
+            if np.isfinite(v):
+                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    prevalence = model.get("prevalence")
+    for j, (key, _) in enumerate(BAR_METRICS):
+        chance = 0.5 if key != "auprc" else prevalence
+        if chance is not None and np.isfinite(chance):
+            ax.plot([j - 0.45, j + 0.45], [chance, chance], color="grey", ls=":", lw=1)
+    ax.set_xticks(np.arange(len(BAR_METRICS)), [label for _, label in BAR_METRICS])
+    ax.set(ylim=(0, 1.08), ylabel="test", title=(title + "\n" if title else "") + "model vs baselines (dotted: chance)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 

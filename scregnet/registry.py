@@ -57,6 +57,7 @@ def log_model(run_id: str, bundle: ModelBundle, tracking=None) -> str:
                     code_paths=[str(Path(scregnet.__file__).parent)],
                     pip_requirements=_pip_requirements(),
                     signature=_signature(),
+                    input_example=input_example(bundle),
                 )
             return info.model_uri
 
@@ -72,6 +73,16 @@ def _signature():
 
     example = pd.DataFrame({"tf": ["TF1"], "target": ["GENE1"]})
     return infer_signature(example, example.assign(score=[0.5]))
+
+
+def input_example(bundle: ModelBundle):
+    """Two (tf, target) pairs of the model's own genes: MLflow stores them with the model and checks
+    that the logged model scores them."""
+    import pandas as pd
+
+    tfs = [str(t) for t in bundle.meta.get("tfs") or [] if str(t) in bundle.index] or bundle.genes[:1]
+    targets = [g for g in bundle.genes if g != tfs[0]][:2] or bundle.genes[:2]
+    return pd.DataFrame({"tf": [tfs[0]] * len(targets), "target": targets})
 
 
 @dataclass
@@ -316,14 +327,31 @@ def apply_promotion(decision: Decision, mirror=None, tracking=None) -> None:
         raise
 
 
+ROLLED_BACK = "rolled back"
+
+
 def rollback(name: str, tracking=None) -> str:
-    """Champion goes back to the previous champion; returns that version."""
+    """Champion goes back to the previous champion; returns that version.
+
+    The version that loses `champion` is tagged `promotion_decision: rolled back` (with the reason),
+    so no version keeps a promotion tag it no longer holds.
+    """
     c = as_tracker(tracking).client
     history = _history(c, name)
     if len(history) < 2:
         raise ValueError(f"{name}: no previous champion to roll back to (history: {history or 'empty'})")
-    history.pop()
+    demoted = history.pop()
     previous = history[-1]
-    c.set_registered_model_alias(name, CHAMPION, previous)
-    c.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    with_retries(lambda: c.set_registered_model_alias(name, CHAMPION, previous), "set the champion alias")
+    with_retries(lambda: c.set_registered_model_tag(name, HISTORY_TAG, ",".join(history)), "record champion history")
+    tags = {
+        "promotion_decision": ROLLED_BACK,
+        "promotion_reason": f"rolled back: champion returned to version {previous}",
+    }
+    try:
+        for k, v in tags.items():
+            with_retries(lambda k=k, v=v: c.set_model_version_tag(name, demoted, k, v), "tag the rolled-back version")
+    except Exception as exc:  # a deleted version has no tags to correct
+        if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(exc, "error_code", "")) + str(exc):
+            raise
     return previous

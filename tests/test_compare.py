@@ -26,7 +26,7 @@ def store(tmp_path):
     cfg.tracking.experiment = "compare-test"
     from scregnet.tracking.records import flat_metrics  # the names the pipeline logs
 
-    def log(dataset, protocol, seed, auroc, lc, gnn="gcn", status="FINISHED", kind=None):
+    def log(dataset, protocol, seed, auroc, lc, gnn="gcn", status="FINISHED", kind=None, pearson=None):
         c = cfg.model_copy(deep=True)
         c.model.gnn = gnn
         tags = {
@@ -41,7 +41,9 @@ def store(tmp_path):
             tags["kind"] = kind
         run_id = tracker(c).start_run(tags, c.flat())
         if kind != "tune_trial":
-            tracker(c).log_metrics(run_id, flat_metrics(*_metrics(auroc, lc)))
+            model, baselines = _metrics(auroc, lc)
+            peers = {"test": {"pearson": {"auroc": pearson, "auprc": pearson / 2}}} if pearson else None
+            tracker(c).log_metrics(run_id, flat_metrics(model, baselines, peers))
         else:
             tracker(c).log_metrics(run_id, {"val_auprc": 0.5})
         tracker(c).end_run(run_id, status)
@@ -52,6 +54,7 @@ def store(tmp_path):
         log("mDC/TFs500", "heldout_tf", seed, a, 0.60)
     log("mDC/TFs500", "heldout_tf", 9, 0.99, 0.5, gnn="gat")
     log("hHEP/TFs500", "genelink", 0, 0.90, 0.89)
+    log("hESC/TFs500", "genelink", 0, 0.70, 0.60, pearson=0.55)  # a run that also scored a peer
     log("mDC/TFs500", "genelink", 7, 0.10, 0.10, status="FAILED")  # failed runs are left out
     log("mDC/TFs500", "genelink", 8, 0.0, 0.0, kind="tune_trial")  # trials have no test metrics
     return cfg
@@ -84,8 +87,20 @@ def test_compare_groups_filters_and_averages(store):
     assert [g.key for g in groups] == [("mDC/TFs500", "heldout_tf", "none", "gcn")]
     assert groups[0].stat("model", "auroc")[0] == pytest.approx(0.72)
 
+    assert "pearson" not in table  # no run in these groups scored peers: no empty peer columns
+
     groups, _ = compare(c, experiment="compare-test", by=("protocol",))
-    assert {g.key: g.n for g in groups} == {("genelink",): 4, ("heldout_tf",): 3}
+    assert {g.key: g.n for g in groups} == {("genelink",): 5, ("heldout_tf",): 3}
+
+
+def test_compare_shows_peers_where_runs_scored_them(store):
+    from scregnet.compare import compare
+
+    groups, table = compare(tracker(store).client, experiment="compare-test", dataset="hESC/TFs500")
+    head, _, row = table.strip().splitlines()
+    assert "pearson AUROC / AUPRC" in head and "grnboost2" not in head  # only the peers that were scored
+    assert groups[0].stat("pearson", "auroc")[0] == pytest.approx(0.55)
+    assert "| 0.550 / 0.275 |" in row
 
 
 def test_compare_cli_writes_markdown(store, tmp_path, monkeypatch):
@@ -99,4 +114,4 @@ def test_compare_cli_writes_markdown(store, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "| hHEP/TFs500 | genelink | none | gcn | 1 | 0.900 |" in text
-    assert "tags.protocol" in res.output  # the MLflow UI recipe
+    assert "tags.protocol" in res.output and "summary/auroc_gain" in res.output  # the MLflow UI recipe

@@ -88,6 +88,24 @@ def test_rollback_steps_back_through_champion_history(tmp_path, monkeypatch):
         registry.rollback(name, cfg)
 
 
+def test_rollback_after_a_promotion_by_hand_leaves_no_stale_promotion_tag(tmp_path, monkeypatch):
+    """`scregnet promote --version 2` then `scregnet rollback`: version 2 must not still say 'forced'."""
+    from pipelines.promotion import manual_promote, manual_rollback
+
+    cfg, name = _registered(tmp_path, monkeypatch, 2)
+    registry.set_champion(name, "1", cfg)
+    c = tracker(cfg).client
+    c.set_model_version_tag(name, "1", "promotion_decision", "promoted")
+    manual_promote(name, "2")
+    assert c.get_model_version(name, "2").tags["promotion_decision"] == "forced"  # by hand, past the gate
+    assert manual_rollback(name) == "1"
+    assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
+    v2 = c.get_model_version(name, "2").tags
+    assert v2["promotion_decision"] == registry.ROLLED_BACK == "rolled back"
+    assert v2["promotion_reason"] == "rolled back: champion returned to version 1"
+    assert c.get_model_version(name, "1").tags["promotion_decision"] == "promoted"
+
+
 @pytest.mark.services
 def test_mlflow_server_stopped_mid_run_leaves_no_half_registered_model(tmp_path, monkeypatch, synthetic, fast_config):
     """A real `mlflow server` on 127.0.0.1 goes down between training and registration."""

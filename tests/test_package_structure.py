@@ -83,13 +83,13 @@ sys.exit(1 if failed else 0)
 
 
 def test_the_command_line_is_split_by_area_and_every_command_has_one_home():
-    from scregnet.cli import data, main, registry, research, run, watch
+    from scregnet.cli import data, main, registry, research, run, ui, watch
 
-    areas = {"run": run, "data": data, "registry": registry, "research": research, "watch": watch}
+    areas = {"run": run, "data": data, "registry": registry, "research": research, "watch": watch, "ui": ui}
     homes = {c.name: area for area, module in areas.items() for c in module.COMMANDS}
     assert set(homes) == set(main.commands), "a command is registered outside the area modules"
     assert homes["train"] == "run" and homes["embed"] == "data" and homes["predict"] == "registry"
-    assert homes["tune"] == "research" and homes["watch"] == "watch"
+    assert homes["tune"] == "research" and homes["watch"] == "watch" and homes["dashboard"] == "ui"
 
 
 def test_choice_lists_come_from_the_config_types():

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
 import yaml
+
+from scregnet.tracking.records import summary_names
 
 pytestmark = pytest.mark.e2e
 
@@ -94,16 +102,26 @@ def test_run_is_tracked_with_config_metrics_plots_and_tags(first_run, home):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.max_epochs"] == "30" and run.data.params["embedder.kind"] == "pca"
     for key in (
-        "test_model_auroc",
-        "test_model_auprc",
-        "val_model_auroc",
-        "test_label_count_auroc",
-        "test_tf_prior_auprc",
-        "test_target_popularity_auroc",
-        "test_model_per_tf_auroc",
-        "best_epoch",
+        "test/model_auroc",
+        "test/model_auprc",
+        "val/model_auroc",
+        "test/label_count_auroc",
+        "test/tf_prior_auprc",
+        "test/target_popularity_auroc",
+        "test/model_per_tf_auroc",
+        "training/best_epoch",
+        "training/train_loss",
+        *summary_names(),
     ):
         assert key in run.data.metrics, key
+    m = run.data.metrics
+    assert m["summary/auroc_gain"] == pytest.approx(m["test/model_auroc"] - m["summary/baseline_auroc"], abs=2e-4)
+    assert run.info.run_name == "synth genelink pca s0"  # dataset, protocol, embedder, seed
+    (dataset_input,) = run.inputs.dataset_inputs  # MLflow's Dataset column
+    assert dataset_input.dataset.name == "synth" and len(dataset_input.dataset.digest) == 8
+    assert "dataset synth  protocol genelink  embedder pca" in first_run.stdout
+    assert "input example was not provided" not in first_run.stdout + first_run.stderr
+    assert "\x1b[" not in first_run.stdout + first_run.stderr  # captured output: no colour codes
     tags = run.data.tags
     assert (tags["dataset"], tags["protocol"], tags["embedder"], tags["gnn"], tags["seed"]) == (
         "synth",
@@ -115,7 +133,7 @@ def test_run_is_tracked_with_config_metrics_plots_and_tags(first_run, home):
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"plots", "embedding"} <= artifacts
     plots = {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
-    assert {"plots/roc_pr_test.png", "plots/training_curves.png"} <= plots
+    assert {"plots/roc_pr_test.png", "plots/training_curves.png", "plots/model_vs_baselines.png"} <= plots
     assert (home / "mlflow.db").is_file() and (home / "zenml").is_dir()
 
 
@@ -126,6 +144,10 @@ def test_first_model_becomes_champion_in_mlflow_and_zenml(first_run, home):
     assert str(c.get_model_version_by_alias("scregnet-synth", "challenger").version) == "1"
     assert mv.tags["promotion_decision"] == "promoted"
     assert _zenml_stage(home, "scregnet-synth", mv.tags["zenml_model_version"]) == "production"
+    # The model carries a 2-pair input example of its own genes (MLflow scored it when logging).
+    location = Path(urlparse(c.get_model_version_download_uri("scregnet-synth", "1")).path)
+    example = json.loads((location / "input_example.json").read_text())
+    assert example["columns"] == ["tf", "target"] and len(example["data"]) == 2
 
 
 def test_second_model_is_gated_against_the_champion(first_run, home, config_file, synthetic_dir):
@@ -185,3 +207,63 @@ def test_evaluation_report_is_a_zenml_html_visualisation(first_run, home, tmp_pa
     assert out.returncode == 0, out.stderr[-2000:]
     n_vis, html = out.stdout.strip().splitlines()[-1].split(" ", 1)
     assert int(n_vis) >= 1 and html.startswith("<html>") and "label_count" in html
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_dashboard_serves_the_projects_runs_and_stops(first_run, home):
+    """`scregnet dashboard`: ZenML's server on 127.0.0.1 against $SCREGNET_HOME's store; the client
+    configuration is left alone, so training keeps working after it stops."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "MLFLOW_", "SCREGNET_ARTIFACTS"))}
+    env["SCREGNET_HOME"] = str(home)
+    config_before = (home / "zenml" / "config.yaml").read_text()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scregnet.cli", "dashboard", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the test stops server and CLI together
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(1)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        runs = _get_json(f"{url}/api/v1/runs?sort_by=desc:created&size=50")["items"]
+        names = [r["name"] for r in runs]
+        assert any(n.startswith("synth genelink pca s0 ") for n in names), names  # readable ZenML run names
+        assert all(r["body"]["status"] in ("completed", "failed") for r in runs)
+        user = _get_json(f"{url}/api/v1/current-user")
+        assert user["body"]["email_opted_in"] is False  # the first-visit survey will not block the runs page
+        page = urllib.request.urlopen(f"{url}/projects/default/runs", timeout=10).read().decode()
+        assert "<html" in page.lower()  # the dashboard itself is served
+    finally:
+        proc.terminate()  # SIGTERM to the command alone: it must stop its server itself
+        try:
+            out = proc.communicate(timeout=60)[0]
+        finally:
+            try:
+                server_left = True
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+            except ProcessLookupError:
+                server_left = False
+    assert f"ZenML dashboard: {url}" in out and "stopping the ZenML dashboard" in out
+    assert not server_left, "the server outlived the dashboard command"
+    assert (home / "zenml" / "config.yaml").read_text() == config_before

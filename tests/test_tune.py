@@ -116,6 +116,7 @@ def test_params_map_onto_the_config(tune_config):
 
 def test_tune_logs_nested_trials_best_params_and_a_final_test_evaluation(synthetic, tune_config, tmp_path):
     from scregnet.tracking import tracker
+    from scregnet.tracking.records import dataset_label
 
     res = tune(
         synthetic,
@@ -134,8 +135,12 @@ def test_tune_logs_nested_trials_best_params_and_a_final_test_evaluation(synthet
     assert parent.data.tags["kind"] == "tune" and parent.info.status == "FINISHED"
     children = c.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{res.parent_run_id}'")
     assert len(children) == 3 and all(r.data.tags["kind"] == "tune_trial" for r in children)
-    assert all(not any(k.startswith("test_") for k in r.data.metrics) for r in children)
+    assert all(not any(k.startswith(("test/", "summary/")) for k in r.data.metrics) for r in children)
     assert "tuning/best_params.json" in [a.path for a in c.list_artifacts(res.parent_run_id, "tuning")]
     final = c.get_run(res.final_run_id)
-    assert final.data.tags["tuned"] == "true" and "test_model_auroc" in final.data.metrics
-    assert "test_label_count_auroc" in final.data.metrics
+    assert final.data.tags["tuned"] == "true" and "test/model_auroc" in final.data.metrics
+    assert "test/label_count_auroc" in final.data.metrics and "summary/auroc_gain" in final.data.metrics
+    label = f"{dataset_label(final.data.tags['dataset'])} genelink none s{tune_config.train.seed}"  # a readable name
+    assert final.info.run_name == f"{label} tuned"
+    # Embedder none: no coverage is logged (a 0 would read as a failure); the fit's facts are.
+    assert "training/best_epoch" in final.data.metrics and "training/embedding_coverage" not in final.data.metrics

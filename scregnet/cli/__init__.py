@@ -2,7 +2,8 @@
 or `steps`: the core below it stays importable without the orchestration layer.
 
 Commands by area: `run` (demo, train, schedule), `data` (validate, embed), `registry` (promote,
-rollback, predict, compare), `research` (benchmark, study, tune), `watch` (new-priors watcher).
+rollback, predict, compare), `research` (benchmark, study, tune), `watch` (new-priors watcher),
+`ui` (dashboard).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def main(debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from scregnet.cli import data, registry, research, run, watch
+    from scregnet.cli import data, registry, research, run, ui, watch
 
-    for module in (run, data, registry, research, watch):
+    for module in (run, data, registry, research, watch, ui):
         for command in module.COMMANDS:
             main.add_command(command)
 

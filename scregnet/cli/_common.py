@@ -13,8 +13,6 @@ from typing import Any, NoReturn
 
 import click
 
-from scregnet.home import home
-
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print `message` in red on stderr and exit with `code` (1: the work failed, 2: bad usage)."""
@@ -91,12 +89,29 @@ def executable(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def mlflow_ui_hint() -> str:
-    """The command that opens the MLflow UI on the local store."""
-    return (
-        f"{executable('mlflow')} ui --backend-store-uri sqlite:///{home() / 'mlflow.db'} --port 5000"
-        "  (then open http://127.0.0.1:5000)"
-    )
+MLFLOW_UI_PORT = 5000
+
+
+def mlflow_ui_hint(config=None) -> str:
+    """How to open the MLflow UI on the runs' store, and the link to the model-vs-baselines view.
+
+    A local (sqlite) store: the `mlflow ui` command with this environment's own executable; a
+    tracking server: its URL.
+    """
+    from scregnet.tracking import records, tracker
+
+    t = tracker(config)
+    try:
+        exp_id = t.experiment_id()
+    except Exception:  # a hint must not fail the command that prints it
+        exp_id = None
+    if t.uri.startswith("sqlite:"):
+        base = f"http://127.0.0.1:{MLFLOW_UI_PORT}"
+        command = f"{executable('mlflow')} ui --backend-store-uri {t.uri} --port {MLFLOW_UI_PORT} --workers 1"
+    else:
+        base = command = t.uri
+    link = records.view_url(base, exp_id) if exp_id else base
+    return f"{command}\n  model vs baselines: {link}"
 
 
 def check_out(path: Path | None, option: str = "--out") -> None:

@@ -145,8 +145,8 @@ def predict(dataset, model, out, tfs_file, top, top_k_per_tf, min_score, order, 
 @click.option("--ui-help", is_flag=True, default=False, help="Print how to build the same view in the MLflow UI.")
 def compare(dataset, protocol, experiment, tags, by, out, ui_help) -> None:
     """Runs in the MLflow store, grouped by tags: model vs trivial baselines on test, mean ± std."""
-    from scregnet.compare import UI_HELP
     from scregnet.compare import compare as run_compare
+    from scregnet.compare import ui_help as ui_help_text
 
     check_out(out)
     extra = {}
@@ -166,7 +166,7 @@ def compare(dataset, protocol, experiment, tags, by, out, ui_help) -> None:
     if out is not None:
         click.echo(f"wrote {write_text(out, table)}")
     if ui_help:
-        click.echo(UI_HELP)
+        click.echo(ui_help_text())
 
 
 @click.command()

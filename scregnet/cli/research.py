@@ -255,7 +255,7 @@ def _tune_pipeline(config, directory: Path, config_file: Path | None) -> None:
         f"tuned model (test, once): AUROC {metrics['test']['auroc']:.3f} AUPRC {metrics['test']['auprc']:.3f}  |  "
         + "  ".join(f"{k} {v['auroc']:.3f}/{v['auprc']:.3f}" for k, v in metrics["baselines"]["test"].items())
     )
-    click.echo(f"MLflow UI: {mlflow_ui_hint()}")
+    click.echo(f"MLflow UI: {mlflow_ui_hint(config)}")
 
 
 def _tune_one(directory: Path, config, study_name: str | None, compare_seeds: int) -> dict:

@@ -9,6 +9,7 @@ import click
 
 from scregnet.cli._common import (
     choices,
+    executable,
     fail,
     load,
     mlflow_ui_hint,
@@ -148,7 +149,8 @@ def print_summary(config, metrics: dict, decision: dict, seconds: float) -> None
     if decision.get("version"):
         state = "promoted to champion" if decision["promoted"] else "not promoted"
         click.echo(f"registered {decision['name']} version {decision['version']}: {state} ({decision['reason']})")
-    click.echo(f"MLflow UI: {mlflow_ui_hint()}")
+    click.echo(f"MLflow UI: {mlflow_ui_hint(config)}")
+    click.echo(f"ZenML dashboard: {executable('scregnet')} dashboard")
 
 
 @click.command()
@@ -303,8 +305,6 @@ def schedule(cron, config_file, schedule_name) -> None:
 
 
 def _scregnet() -> str:
-    from scregnet.cli._common import executable
-
     return executable("scregnet")
 
 

@@ -179,6 +179,16 @@ class Tracker:
             fig.savefig(path, dpi=110, bbox_inches="tight")
             self.call(lambda: self.client.log_artifact(run_id, str(path), "plots"), f"upload plot {filename}")
 
+    def log_dataset(
+        self, run_id: str, name: str, digest: str, source: dict[str, str], context: str = "training"
+    ) -> None:
+        """Record the run's input dataset (MLflow's Dataset column and Datasets filter show it)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps(source, sort_keys=True))
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        self.call(lambda: self.client.log_inputs(run_id, datasets=inputs), "log the input dataset")
+
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Set run tags (values as strings)."""
         for k, v in tags.items():

@@ -180,7 +180,11 @@ def retrain_and_evaluate(
     mlflow = tracker(cfg) if track else None
     extra = {"tuned": "true", "kind": "train"} | ({"tune_parent_run_id": parent_run_id} if parent_run_id else {})
     run_id = (
-        records.start_training_run(mlflow, cfg, dataset, split, f"tuned-{dataset.name}", **extra) if track else None
+        records.start_training_run(
+            mlflow, cfg, dataset, split, records.run_label(cfg, dataset.name, split, "tuned"), **extra
+        )
+        if track
+        else None
     )
     with mlflow.holding(run_id) if run_id else nullcontext():
         res = fit(inputs, split, cfg.model, cfg.train)

@@ -31,8 +31,7 @@ def evaluate(
                 mlflow.set_tags(mlflow_run_id, {f"peer_{n}_skipped": why for n, why in peer_scores.skipped.items()})
             title = f"{model.meta.get('dataset', '')} ({split.protocol}, seed {split.seed})"
             figures = records.log_evaluation(mlflow, mlflow_run_id, ev, model.genes, title)
-            flat = records.evaluation_metrics(ev)
-            record({k: v for k, v in flat.items() if k.startswith("test_") and k.endswith(("auroc", "auprc"))})
+            record(records.summary_metrics(ev.model["test"], ev.others("test")))  # the headline, as in MLflow
             # Shown as the step's visualisation in the ZenML dashboard (the same figures as in MLflow).
             report = HTMLString(
                 html_report(f"test: {title}", {"model": ev.model["test"], **ev.others("test")}, figures)
