@@ -32,6 +32,12 @@ class FiniteRange(click.FloatRange):
             self.fail(f"{number} is not a finite number.", param, ctx)
         return number
 
+    def _describe_range(self) -> str:
+        # click writes an unbounded range as "x<=None" in --help.
+        if self.min is None and self.max is None:
+            return "finite"
+        return super()._describe_range()
+
 
 def _literal_args(annotation: Any) -> list[str]:
     if typing.get_origin(annotation) is typing.Literal:
