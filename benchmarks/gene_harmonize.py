@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import sys
 import time
 import tracemalloc
@@ -29,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without installing
 
 from scregnet.genes import harmonize_genes  # noqa: E402
+from scregnet.resources import machine  # noqa: E402
 
 
 def make_adata(cells: int, genes: int, density: float, dup_frac: float, seed: int):
@@ -92,8 +92,8 @@ def main() -> None:
         + ["| " + " | ".join(r[h] for h in header) + " |" for r in rows]
     )
     text = (
-        f"# harmonize_genes: memory and time\n\n{dt.date.today()}, {platform.processor() or platform.machine()}, "
-        f"python {platform.python_version()}, OMP_NUM_THREADS=1, machine shared with other jobs; "
+        f"# harmonize_genes: memory and time\n\n{dt.date.today()}, {machine()}, "
+        "OMP_NUM_THREADS=1, machine shared with other jobs; "
         f"seconds are measured while tracemalloc traces, which slows Python-level allocation; density {args.density}, "
         f"{args.dup_frac:.0%} of genes share a symbol with another (merged by the sum rule).\n\n"
         f"    python benchmarks/gene_harmonize.py --cells {' '.join(map(str, args.cells))} --genes {args.genes} "

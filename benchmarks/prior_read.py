@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without installing
 
 from scregnet.priors import read_prior_file  # noqa: E402
+from scregnet.resources import machine  # noqa: E402
 
 
 def write_chip_atlas(path: Path, rows: int, experiments: int, rng) -> None:
@@ -84,8 +84,8 @@ def main() -> None:
         + ["| " + " | ".join(r[h] for h in header) + " |" for r in rows]
     )
     text = (
-        f"# read_prior_file: time and memory\n\n{dt.date.today()}, {platform.machine()}, python "
-        f"{platform.python_version()}, OMP_NUM_THREADS=1, machine shared with other jobs; "
+        f"# read_prior_file: time and memory\n\n{dt.date.today()}, {machine()}, "
+        "OMP_NUM_THREADS=1, machine shared with other jobs; "
         "seconds are measured while tracemalloc traces, which slows Python-level allocation.\n\n"
         f"    python benchmarks/prior_read.py --rows {args.rows} --experiments {args.experiments} "
         f"--sets {args.sets} --set-size {args.set_size}\n\n{table}\n"

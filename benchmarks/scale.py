@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -113,14 +112,16 @@ def one(workdir: Path, cells: int, genes: int, all_genes: bool, predict_tfs: int
 
 def markdown(rows: list[dict], command: str) -> str:
     """The table: run wall/peak per size, each step's seconds and peak, predict."""
+    sys.path.insert(0, str(REPO))
+    from scregnet.resources import machine
+
     steps = list(dict.fromkeys(s for r in rows for s in r.get("steps", {})))
     lines = [
         "# Lab-scale raw counts through the whole pipeline (SYNTHETIC data)",
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores visible, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM; Python {platform.python_version()}.",
+        f"Machine: {machine()}.",
         "",
         "| size (cells x genes) | non-zeros | genes kept | train wall s | train peak RSS GiB | exit | "
         + " | ".join(f"{s} s / MiB" for s in steps)

@@ -7,6 +7,8 @@ elsewhere the process's lifetime peak (`ru_maxrss`) is the best available.
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import sys
 import time
@@ -35,6 +37,19 @@ def peak_rss_mib() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB on Linux
+
+
+def machine() -> str:
+    """The hardware a benchmark ran on, for its table: `x86_64, 2 CPU cores, 24 GiB RAM, Python 3.11.7`."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # what this process may use, not the host's count
+    except AttributeError:
+        cores = os.cpu_count() or 0
+    try:
+        ram = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        ram = ""
+    return f"{platform.machine()}, {cores} CPU cores{ram}, Python {platform.python_version()}"
 
 
 class Measured:

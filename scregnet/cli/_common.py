@@ -144,6 +144,23 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def config_option(
+    help: str = "Run config YAML (configs/local.yaml, configs/k8s.yaml, ...).", envvar: str | None = None
+):
+    """`--config PATH` (passed as `config_file`): a run config that must exist."""
+    if envvar:
+        help += f" [env {envvar}]"
+    path = click.Path(exists=True, path_type=Path)
+    return click.option("--config", "config_file", envvar=envvar, type=path, default=None, help=help)
+
+
+def data_option(help: str = "BEELINE-layout dataset directory.", multiple: bool = False):
+    """`--data DIR`; with `multiple`, repeatable and required (a tuple of paths)."""
+    return click.option(
+        "--data", "data", multiple=multiple, required=multiple, type=click.Path(path_type=Path), help=help
+    )
+
+
 def prior_options(command):
     """The options that say how to read the priors and the genes (train, validate)."""
     from scregnet.config import DataConfig

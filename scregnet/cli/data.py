@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import check_out, choices, fail, prior_options, with_default
+from scregnet.cli._common import check_out, choices, data_option, fail, prior_options, with_default
 from scregnet.config import DataConfig, GeneformerConfig
 from scregnet.home import home
 
 
 @click.command()
-@click.option("--data", type=click.Path(path_type=Path), help="BEELINE-layout dataset directory.")
+@data_option()
 @click.option("--h5ad", type=click.Path(path_type=Path), help="AnnData file (cells x genes).")
 @prior_options
 @click.option(
@@ -74,7 +74,7 @@ def validate(data, h5ad, priors, prior_format, tf, min_score, gene_symbols, min_
 
 
 @click.command()
-@click.option("--data", type=click.Path(path_type=Path), help="BEELINE-layout dataset directory.")
+@data_option()
 @click.option("--h5ad", type=click.Path(path_type=Path), help="AnnData file (cells x genes).")
 @click.option("--model", "model", required=True, help="Geneformer checkpoint: local directory or hub id.")
 @click.option(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import FiniteRange, check_out, fail, load, write_text
+from scregnet.cli._common import FiniteRange, check_out, config_option, fail, load, write_text
 
 
 def _model_name(dataset: str) -> str:
@@ -90,13 +90,7 @@ def rollback(dataset) -> None:
     help="score: the whole network ranked (rank 1..n; ~12 bytes of memory per kept pair); "
     "tf: TF by TF, targets ranked within each TF (tf_rank; memory of one block of TFs).",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Run config (its tracking URI and registry prefix are used).",
-)
+@config_option("Run config (its tracking URI and registry prefix are used).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking server (default: config, env, $SCREGNET_HOME).")
 def predict(dataset, model, out, tfs_file, top, top_k_per_tf, min_score, order, config_file, tracking_uri) -> None:
     """Score every TF x gene pair with a registered model and stream the network to a file.

@@ -12,6 +12,8 @@ from scregnet.cli._common import (
     check_out,
     choices,
     command_line,
+    config_option,
+    data_option,
     fail,
     load,
     mlflow_ui_hint,
@@ -35,14 +37,7 @@ def _levels(value: str) -> list[float]:
 
 
 @click.command()
-@click.option(
-    "--data",
-    "data",
-    multiple=True,
-    required=True,
-    type=click.Path(path_type=Path),
-    help="BEELINE-layout directory (repeatable); one without expression is skipped.",
-)
+@data_option("BEELINE-layout directory (repeatable); one without expression is skipped.", multiple=True)
 @click.option("--seeds", type=click.IntRange(1, 50), default=5, show_default=True, help="Independent seeds.")
 @click.option("--protocol", type=choices(SplitConfig, "protocol"), default="genelink", show_default=True)
 @click.option(
@@ -61,7 +56,7 @@ def _levels(value: str) -> list[float]:
     show_default=True,
     help="Also score the peers of the config's `peers` section (GRNBoost2, co-expression, embedding cosine).",
 )
-@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
+@config_option()
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="JSON file; a .md table is written beside it."
 )
@@ -83,12 +78,12 @@ def benchmark(data, seeds, protocol, embedders, degree_aware, peers, config_file
 
 @click.command()
 @click.argument("kind", type=click.Choice(["ablation", "gnn", "noise"]))
-@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Repeatable.")
+@data_option("BEELINE-layout dataset directory (repeatable).", multiple=True)
 @click.option("--seeds", type=click.IntRange(1, 50), default=5, show_default=True, help="ablation/gnn: seeds.")
 @click.option("--protocol", type=choices(SplitConfig, "protocol"), default="genelink", show_default=True)
 @click.option("--levels", default="0,0.01,0.02,0.03,0.04,0.05", show_default=True, help="noise: label-flip fractions.")
 @click.option("--corruptions", type=click.IntRange(min=1), default=10, show_default=True, help="noise: per level.")
-@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
+@config_option()
 @click.option(
     "--mlflow/--no-mlflow", "to_mlflow", default=False, help="Log the table (and the noise box plot) to MLflow."
 )
@@ -112,14 +107,7 @@ def study(kind, data, seeds, protocol, levels, corruptions, config_file, to_mlfl
 
 
 @click.command()
-@click.option(
-    "--data",
-    "data",
-    multiple=True,
-    required=True,
-    type=click.Path(path_type=Path),
-    help="BEELINE-layout dataset directory (repeatable: one study per dataset).",
-)
+@data_option("BEELINE-layout dataset directory (repeatable: one study per dataset).", multiple=True)
 @click.option(
     "--trials",
     type=click.IntRange(min=1),
@@ -164,7 +152,7 @@ def study(kind, data, seeds, protocol, levels, corruptions, config_file, to_mlfl
     default=False,
     help="Run the ZenML tuning pipeline (tune -> train -> evaluate -> register) for one --data.",
 )
-@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
+@config_option()
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON report; a .md table beside it.")
 def tune(
     data,

@@ -9,6 +9,8 @@ import click
 
 from scregnet.cli._common import (
     choices,
+    config_option,
+    data_option,
     executable,
     fail,
     load,
@@ -164,7 +166,7 @@ def print_summary(config, metrics: dict, decision: dict, seconds: float) -> None
 @click.option(
     "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the synthetic network and split."
 )
-@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path), default=None)
+@config_option()
 def demo(out_dir, seed, config_file) -> None:
     """Generate a SYNTHETIC dataset and run the whole training pipeline on it."""
     from scregnet.synthetic import make_synthetic_dataset
@@ -186,16 +188,10 @@ def demo(out_dir, seed, config_file) -> None:
 
 
 @click.command()
-@click.option("--data", type=click.Path(path_type=Path), help="BEELINE-layout dataset directory.")
+@data_option()
 @click.option("--h5ad", type=click.Path(path_type=Path), help="AnnData file (cells x genes).")
 @prior_options
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Run config YAML (configs/local.yaml, configs/k8s.yaml, ...).",
-)
+@config_option()
 @click.option(
     "--embedder",
     type=choices(EmbedderConfig, "kind"),
@@ -268,14 +264,7 @@ def train(
 
 @click.command()
 @click.option("--cron", "cron", required=True, help='Cron expression, e.g. "0 3 * * 1".')
-@click.option(
-    "--config",
-    "config_file",
-    envvar="SCREGNET_RUN_CONFIG",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Run config (configs/k8s.yaml) [env SCREGNET_RUN_CONFIG].",
-)
+@config_option("Run config (configs/k8s.yaml).", envvar="SCREGNET_RUN_CONFIG")
 @click.option("--name", "schedule_name", default=None, help="Schedule name (default: chosen by ZenML).")
 def schedule(cron, config_file, schedule_name) -> None:
     """Run the training pipeline on a cron schedule (orchestrators that support schedules only)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from scregnet.cli._common import FiniteRange, fail, load
+from scregnet.cli._common import FiniteRange, config_option, fail, load
 from scregnet.home import home
 
 
@@ -35,14 +35,7 @@ from scregnet.home import home
     required=True,
     help="DIR/<dataset>/ holds the expression: a BEELINE directory or one .h5ad [env SCREGNET_DATA_DIR].",
 )
-@click.option(
-    "--config",
-    "config_file",
-    envvar="SCREGNET_RUN_CONFIG",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Base run config for the triggered runs [env SCREGNET_RUN_CONFIG].",
-)
+@config_option("Base run config for the triggered runs.", envvar="SCREGNET_RUN_CONFIG")
 @click.option(
     "--priors-dir",
     envvar="SCREGNET_PRIORS_DIR",

@@ -155,12 +155,16 @@ def _plan_batches(
     return batches
 
 
-def _memory_budget(device, config) -> float:
+def _cuda_budget_bytes(device) -> float:
     import torch
 
+    free, _ = torch.cuda.mem_get_info(device)
+    return 0.5 * free  # leave room for the allocator's fragmentation and other tenants
+
+
+def _memory_budget(device, config) -> float:
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return 0.5 * free  # leave room for the allocator's fragmentation and other tenants
+        return _cuda_budget_bytes(device)
     t = 1024
     return _CPU_TOKENS_PER_BATCH * _bytes_per_token(config, t)
 
@@ -189,11 +193,8 @@ def _plan_packs(lengths: np.ndarray, batch_size: int | None, token_budget: int) 
 
 
 def _packed_token_budget(device, config) -> int:
-    import torch
-
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(0.5 * free // _packed_bytes_per_token(config))
+        return int(_cuda_budget_bytes(device) // _packed_bytes_per_token(config))
     return _CPU_TOKENS_PER_BATCH
 
 
