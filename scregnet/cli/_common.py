@@ -204,84 +204,34 @@ def _n_top_genes(value: str | None):
     return n
 
 
+# The preprocess section's options: (flag, keyword of the command, field of PreprocessConfig,
+# help, click type; None: the field's Literal choices).
+_PREPROCESS_OPTIONS = (
+    ("--preprocess", "preprocess_mode", "mode", "auto: .h5ad inputs are preprocessed, BEELINE directories pass through.", None),
+    ("--input", "input_kind", "input", "What X holds (auto: integer stored values = raw counts).", None),
+    ("--n-top-genes", "n_top_genes", "n_top_genes", "Highly variable genes kept beside the expressed prior TFs, or 'all'.", str),
+    ("--min-genes-per-cell", "min_genes_per_cell", "min_genes_per_cell", "QC: cells expressing fewer genes are dropped.", click.IntRange(min=0)),
+    ("--min-cells-per-gene", "min_cells_per_gene", "min_cells_per_gene", "QC: genes expressed in fewer cells are dropped.", click.IntRange(min=0)),
+    ("--max-pct-mt", "max_pct_mt", "max_pct_mt", "QC: cells with more than this % of counts in MT-/mt- genes are dropped.", click.FloatRange(0, 100, min_open=True)),
+    ("--hvg-flavor", "hvg_flavor", "hvg_flavor", "sc.pp.highly_variable_genes flavor.", None),
+    ("--cell-features", "cell_features", "cell_features", "GNN node features: each gene over the cells, or over metacells.", None),
+    ("--n-metacells", "n_metacells", "n_metacells", "Metacells (k-means on the cell PCA) when node features use them.", click.IntRange(min=2)),
+)  # fmt: skip
+
+
 def preprocess_options(command):
     """Options of the scanpy preprocessing of a lab's AnnData (the config's `preprocess` section)."""
     from scregnet.config import PreprocessConfig as P
 
-    options = [
-        click.option(
-            "--preprocess",
-            "preprocess_mode",
-            type=choices(P, "mode"),
-            default=None,
-            help=with_default("auto: .h5ad inputs are preprocessed, BEELINE directories pass through.", P, "mode"),
-        ),
-        click.option(
-            "--input",
-            "input_kind",
-            type=choices(P, "input"),
-            default=None,
-            help=with_default("What X holds (auto: integer stored values = raw counts).", P, "input"),
-        ),
-        click.option(
-            "--n-top-genes",
-            default=None,
-            callback=lambda _c, _p, v: _n_top_genes(v),
-            help=with_default("Highly variable genes kept beside the expressed prior TFs, or 'all'.", P, "n_top_genes"),
-        ),
-        click.option(
-            "--min-genes-per-cell",
-            type=click.IntRange(min=0),
-            default=None,
-            help=with_default("QC: cells expressing fewer genes are dropped.", P, "min_genes_per_cell"),
-        ),
-        click.option(
-            "--min-cells-per-gene",
-            type=click.IntRange(min=0),
-            default=None,
-            help=with_default("QC: genes expressed in fewer cells are dropped.", P, "min_cells_per_gene"),
-        ),
-        click.option(
-            "--max-pct-mt",
-            type=click.FloatRange(0, 100, min_open=True),
-            default=None,
-            help="QC: cells with more than this % of counts in MT-/mt- genes are dropped (default: off).",
-        ),
-        click.option(
-            "--hvg-flavor",
-            type=choices(P, "hvg_flavor"),
-            default=None,
-            help=with_default("sc.pp.highly_variable_genes flavor.", P, "hvg_flavor"),
-        ),
-        click.option(
-            "--cell-features",
-            type=choices(P, "cell_features"),
-            default=None,
-            help=with_default("GNN node features: each gene over the cells, or over metacells.", P, "cell_features"),
-        ),
-        click.option(
-            "--n-metacells",
-            type=click.IntRange(min=2),
-            default=None,
-            help=with_default("Metacells (k-means on the cell PCA) when node features use them.", P, "n_metacells"),
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
+    for flag, dest, field, text, kind in reversed(_PREPROCESS_OPTIONS):
+        extra = {"callback": lambda _c, _p, v: _n_top_genes(v)} if field == "n_top_genes" else {}
+        help_text = with_default(text, P, field) if default(P, field) is not None else text + " [default: off]"
+        command = click.option(flag, dest, type=kind or choices(P, field), default=None, help=help_text, **extra)(
+            command
+        )
     return command
 
 
 def preprocess_overrides(kw: dict) -> dict:
     """Dotted config keys of the preprocess options (pops them from the command's kwargs)."""
-    names = {
-        "preprocess_mode": "mode",
-        "input_kind": "input",
-        "n_top_genes": "n_top_genes",
-        "min_genes_per_cell": "min_genes_per_cell",
-        "min_cells_per_gene": "min_cells_per_gene",
-        "max_pct_mt": "max_pct_mt",
-        "hvg_flavor": "hvg_flavor",
-        "cell_features": "cell_features",
-        "n_metacells": "n_metacells",
-    }
-    return {f"preprocess.{field}": kw.pop(option) for option, field in names.items() if option in kw}
+    return {f"preprocess.{field}": kw.pop(dest) for _, dest, field, _, _ in _PREPROCESS_OPTIONS if dest in kw}
