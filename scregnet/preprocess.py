@@ -245,81 +245,9 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
     at most ~3 copies of the (filtered) non-zeros exist at once: X, the counts, scanpy's HVG copy."""
     import scanpy as sc
 
-    path = _source_path(adata)
-    adata.X = _csr32(adata.X)
-    raw_counts = _csr32(_raw_counts(adata)) if kind.counts_from == "raw" else None
-    keep_layer = kind.counts_from == "layers['counts']"
-    # Only X and the counts travel on: .raw and other layers would carry every gene along.
-    dropped = [k for k in adata.layers if not (keep_layer and k == COUNTS_LAYER)]
-    for k in dropped:
-        del adata.layers[k]
-    if keep_layer:
-        adata.layers[COUNTS_LAYER] = _csr32(adata.layers[COUNTS_LAYER])
-    info["dropped"] = {"layers": dropped, "raw": adata.raw is not None}
-    adata.raw = None
-
+    raw_counts = _keep_x_and_counts(adata, kind, info)
     with _stage(info, "QC filters"):
-        n_cells, n_genes = adata.n_obs, adata.n_vars
-        # X's non-zeros are those of the counts (log1p keeps zeros), so genes per cell come from X.
-        keep_cells, n_genes_per_cell = sc.pp.filter_cells(adata, min_genes=cfg.min_genes_per_cell, inplace=False)
-        adata.obs["n_genes"] = n_genes_per_cell
-        is_mt = adata.var_names.str.startswith(MT_PREFIXES)
-        info["mt_genes"] = int(is_mt.sum())
-        dropped_mt = 0
-        if cfg.max_pct_mt is not None:
-            if not is_mt.any():
-                log.warning("preprocess: max_pct_mt is set but no gene starts with MT-/mt-; no mitochondrial filter")
-            else:
-                if not kind.counts_from:
-                    log.warning("preprocess: no raw counts; the mitochondrial fraction is computed on X as given")
-                qc = _with_counts(adata, raw_counts) if raw_counts is not None else adata
-                qc.var["mt"] = is_mt
-                layer = COUNTS_LAYER if COUNTS_LAYER in qc.layers else None
-                sc.pp.calculate_qc_metrics(qc, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True, layer=layer)
-                pct = qc.obs["pct_counts_mt"].to_numpy()
-                adata.obs["pct_counts_mt"] = pct
-                high_mt = pct > cfg.max_pct_mt
-                dropped_mt = int((keep_cells & high_mt).sum())
-                keep_cells &= ~high_mt
-        if not keep_cells.any():
-            raise DataError(
-                f"no cell passes QC: none has at least {cfg.min_genes_per_cell} expressed genes"
-                f"{f' and at most {cfg.max_pct_mt}% mitochondrial counts' if cfg.max_pct_mt is not None else ''} "
-                f"(median {int(np.median(n_genes_per_cell))} genes per cell); lower preprocess.min_genes_per_cell",
-                path,
-            )
-        if not keep_cells.all():
-            adata._inplace_subset_obs(keep_cells)
-            raw_counts = raw_counts[keep_cells] if raw_counts is not None else None
-        keep_genes, _ = sc.pp.filter_genes(adata, min_cells=cfg.min_cells_per_gene, inplace=False)
-        if not keep_genes.any():
-            raise DataError(
-                f"no gene is expressed in at least {cfg.min_cells_per_gene} of the {adata.n_obs} cells left; "
-                "lower preprocess.min_cells_per_gene",
-                path,
-            )
-        unexpressed = adata.var_names[~keep_genes]
-        if not keep_genes.all():
-            adata._inplace_subset_var(keep_genes)
-            raw_counts = raw_counts[:, keep_genes] if raw_counts is not None else None
-        info["qc"] = {
-            "cells_dropped_min_genes": int(n_cells - keep_cells.sum() - dropped_mt),
-            "cells_dropped_mt": dropped_mt,
-            "genes_dropped_min_cells": int(len(unexpressed)),
-            "genes_dropped_examples": _examples(unexpressed),
-        }
-        log.info(
-            "preprocess: QC kept %d of %d cells (%d with < %d genes, %s), %d of %d genes (%d in < %d cells)",
-            adata.n_obs,
-            n_cells,
-            info["qc"]["cells_dropped_min_genes"],
-            cfg.min_genes_per_cell,
-            f"{dropped_mt} above {cfg.max_pct_mt}% mitochondrial" if cfg.max_pct_mt is not None else "no MT filter",
-            adata.n_vars,
-            n_genes,
-            len(unexpressed),
-            cfg.min_cells_per_gene,
-        )
+        raw_counts = _qc_filter(adata, raw_counts, cfg, kind, info)
 
     with _stage(info, "counts layer", kind.counts_from or "none"):
         if kind.counts_from == "X":
@@ -343,6 +271,103 @@ def _filter_normalise_select(adata, priors: pd.DataFrame, cfg, kind: InputKind, 
         if not keep.all():
             adata._inplace_subset_var(keep)
     return adata
+
+
+def _keep_x_and_counts(adata, kind: InputKind, info: dict):
+    """X (and a counts layer) as float32 CSR; every other layer and `.raw` dropped, since they would
+    carry every gene along. Returns the raw counts when they come from `.raw`, else None."""
+    adata.X = _csr32(adata.X)
+    raw_counts = _csr32(_raw_counts(adata)) if kind.counts_from == "raw" else None
+    keep_layer = kind.counts_from == "layers['counts']"
+    dropped = [k for k in adata.layers if not (keep_layer and k == COUNTS_LAYER)]
+    for k in dropped:
+        del adata.layers[k]
+    if keep_layer:
+        adata.layers[COUNTS_LAYER] = _csr32(adata.layers[COUNTS_LAYER])
+    info["dropped"] = {"layers": dropped, "raw": adata.raw is not None}
+    adata.raw = None
+    return raw_counts
+
+
+def _high_mt_cells(adata, raw_counts, cfg, kind: InputKind, info: dict) -> np.ndarray | None:
+    """Cells above `cfg.max_pct_mt` % mitochondrial counts (None: no filter asked for or possible);
+    `obs['pct_counts_mt']` is set when computed."""
+    import scanpy as sc
+
+    is_mt = adata.var_names.str.startswith(MT_PREFIXES)
+    info["mt_genes"] = int(is_mt.sum())
+    if cfg.max_pct_mt is None:
+        return None
+    if not is_mt.any():
+        log.warning("preprocess: max_pct_mt is set but no gene starts with MT-/mt-; no mitochondrial filter")
+        return None
+    if not kind.counts_from:
+        log.warning("preprocess: no raw counts; the mitochondrial fraction is computed on X as given")
+    qc = _with_counts(adata, raw_counts) if raw_counts is not None else adata
+    qc.var["mt"] = is_mt
+    layer = COUNTS_LAYER if COUNTS_LAYER in qc.layers else None
+    sc.pp.calculate_qc_metrics(qc, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True, layer=layer)
+    pct = qc.obs["pct_counts_mt"].to_numpy()
+    adata.obs["pct_counts_mt"] = pct
+    return pct > cfg.max_pct_mt
+
+
+def _qc_filter(adata, raw_counts, cfg, kind: InputKind, info: dict):
+    """`sc.pp.filter_cells` (min genes, optional MT fraction) then `filter_genes` (min cells), in
+    place on `adata` and on `raw_counts` alike; what was dropped goes to `info['qc']`. Returns the
+    subset raw counts (or None)."""
+    import scanpy as sc
+
+    path = _source_path(adata)
+    n_cells, n_genes = adata.n_obs, adata.n_vars
+    # X's non-zeros are those of the counts (log1p keeps zeros), so genes per cell come from X.
+    keep_cells, n_genes_per_cell = sc.pp.filter_cells(adata, min_genes=cfg.min_genes_per_cell, inplace=False)
+    adata.obs["n_genes"] = n_genes_per_cell
+    high_mt = _high_mt_cells(adata, raw_counts, cfg, kind, info)
+    dropped_mt = 0
+    if high_mt is not None:
+        dropped_mt = int((keep_cells & high_mt).sum())
+        keep_cells &= ~high_mt
+    if not keep_cells.any():
+        raise DataError(
+            f"no cell passes QC: none has at least {cfg.min_genes_per_cell} expressed genes"
+            f"{f' and at most {cfg.max_pct_mt}% mitochondrial counts' if cfg.max_pct_mt is not None else ''} "
+            f"(median {int(np.median(n_genes_per_cell))} genes per cell); lower preprocess.min_genes_per_cell",
+            path,
+        )
+    if not keep_cells.all():
+        adata._inplace_subset_obs(keep_cells)
+        raw_counts = raw_counts[keep_cells] if raw_counts is not None else None
+    keep_genes, _ = sc.pp.filter_genes(adata, min_cells=cfg.min_cells_per_gene, inplace=False)
+    if not keep_genes.any():
+        raise DataError(
+            f"no gene is expressed in at least {cfg.min_cells_per_gene} of the {adata.n_obs} cells left; "
+            "lower preprocess.min_cells_per_gene",
+            path,
+        )
+    unexpressed = adata.var_names[~keep_genes]
+    if not keep_genes.all():
+        adata._inplace_subset_var(keep_genes)
+        raw_counts = raw_counts[:, keep_genes] if raw_counts is not None else None
+    info["qc"] = {
+        "cells_dropped_min_genes": int(n_cells - keep_cells.sum() - dropped_mt),
+        "cells_dropped_mt": dropped_mt,
+        "genes_dropped_min_cells": int(len(unexpressed)),
+        "genes_dropped_examples": _examples(unexpressed),
+    }
+    log.info(
+        "preprocess: QC kept %d of %d cells (%d with < %d genes, %s), %d of %d genes (%d in < %d cells)",
+        adata.n_obs,
+        n_cells,
+        info["qc"]["cells_dropped_min_genes"],
+        cfg.min_genes_per_cell,
+        f"{dropped_mt} above {cfg.max_pct_mt}% mitochondrial" if cfg.max_pct_mt is not None else "no MT filter",
+        adata.n_vars,
+        n_genes,
+        len(unexpressed),
+        cfg.min_cells_per_gene,
+    )
+    return raw_counts
 
 
 def _with_counts(adata, counts):
