@@ -94,11 +94,16 @@ def test_sigterm_marks_the_run_killed_raises_and_restores_the_handler(cfg, previ
 
 def test_sigint_marks_the_run_killed_and_raises_keyboard_interrupt(cfg):
     run_id = _new_run(cfg)
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        with tracking.tracker(cfg).holding(run_id):  # the step form: its fail_run must not win
-            _signal_self(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is before
+    # Python's own Ctrl-C handler, as in a terminal (a shell's background job starts with SIGINT
+    # ignored, and then Python installs none).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with tracking.tracker(cfg).holding(run_id):  # the step form: its fail_run must not win
+                _signal_self(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
     _assert_killed_by(cfg, run_id, "SIGINT")
 
 
