@@ -207,16 +207,58 @@ def _n_top_genes(value: str | None):
 # The preprocess section's options: (flag, keyword of the command, field of PreprocessConfig,
 # help, click type; None: the field's Literal choices).
 _PREPROCESS_OPTIONS = (
-    ("--preprocess", "preprocess_mode", "mode", "auto: .h5ad inputs are preprocessed, BEELINE directories pass through.", None),
+    (
+        "--preprocess",
+        "preprocess_mode",
+        "mode",
+        "auto: .h5ad inputs are preprocessed, BEELINE directories pass through.",
+        None,
+    ),
     ("--input", "input_kind", "input", "What X holds (auto: integer stored values = raw counts).", None),
-    ("--n-top-genes", "n_top_genes", "n_top_genes", "Highly variable genes kept beside the expressed prior TFs, or 'all'.", str),
-    ("--min-genes-per-cell", "min_genes_per_cell", "min_genes_per_cell", "QC: cells expressing fewer genes are dropped.", click.IntRange(min=0)),
-    ("--min-cells-per-gene", "min_cells_per_gene", "min_cells_per_gene", "QC: genes expressed in fewer cells are dropped.", click.IntRange(min=0)),
-    ("--max-pct-mt", "max_pct_mt", "max_pct_mt", "QC: cells with more than this % of counts in MT-/mt- genes are dropped.", click.FloatRange(0, 100, min_open=True)),
+    (
+        "--n-top-genes",
+        "n_top_genes",
+        "n_top_genes",
+        "Highly variable genes kept beside the expressed prior TFs, or 'all'.",
+        str,
+    ),
+    (
+        "--min-genes-per-cell",
+        "min_genes_per_cell",
+        "min_genes_per_cell",
+        "QC: cells expressing fewer genes are dropped.",
+        click.IntRange(min=0),
+    ),
+    (
+        "--min-cells-per-gene",
+        "min_cells_per_gene",
+        "min_cells_per_gene",
+        "QC: genes expressed in fewer cells are dropped.",
+        click.IntRange(min=0),
+    ),
+    (
+        "--max-pct-mt",
+        "max_pct_mt",
+        "max_pct_mt",
+        "QC: cells with more than this % of counts in MT-/mt- genes are dropped.",
+        click.FloatRange(0, 100, min_open=True),
+    ),
     ("--hvg-flavor", "hvg_flavor", "hvg_flavor", "sc.pp.highly_variable_genes flavor.", None),
-    ("--cell-features", "cell_features", "cell_features", "GNN node features: each gene over the cells, or over metacells.", None),
-    ("--n-metacells", "n_metacells", "n_metacells", "Metacells (k-means on the cell PCA) when node features use them.", click.IntRange(min=2)),
-)  # fmt: skip
+    (
+        "--cell-features",
+        "cell_features",
+        "cell_features",
+        "GNN node features: each gene over the cells, or over metacells.",
+        None,
+    ),
+    (
+        "--n-metacells",
+        "n_metacells",
+        "n_metacells",
+        "Metacells (k-means on the cell PCA) when node features use them.",
+        click.IntRange(min=2),
+    ),
+)
 
 
 def preprocess_options(command):
