@@ -235,25 +235,7 @@ def harmonize_genes(adata, *, symbols_column: str | None = None, source=None, lo
         "unmapped": 0,
         "unmapped_examples": [],
     }
-    ens = is_ensembl(ids)
-    column = None
-    if symbols_column is not None:
-        column = _find_column(var, symbols_column)
-        if column is None:
-            raise DataError(
-                f"no var column {symbols_column!r} for gene symbols (--gene-symbols); "
-                f"var has columns {[str(c) for c in var.columns]}",
-                source,
-            )
-    elif len(ids) and ens.mean() > 0.5:
-        column = next((c for c in (_find_column(var, n) for n in SYMBOL_COLUMNS) if c is not None), None)
-        if column is None:
-            log.warning(
-                "%s: var_names are Ensembl IDs and var has no symbol column (looked for %s); genes keep their "
-                "Ensembl IDs, so priors must name Ensembl IDs too (or pass --gene-symbols COLUMN)",
-                source or "expression",
-                ", ".join(SYMBOL_COLUMNS),
-            )
+    column = _symbols_column(var, ids, symbols_column, source, log)
     names = ids
     if column is not None:
         sym, has = _symbol_names(var, column)
@@ -276,10 +258,41 @@ def harmonize_genes(adata, *, symbols_column: str | None = None, source=None, lo
     if adata.raw is not None:
         merged.raw = _harmonize_raw(adata, dict(zip(original, names)))
     report["genes_out"] = int(merged.n_vars)
+    _log_report(report, source or "expression", log)
+    return merged, report
+
+
+def _symbols_column(var: pd.DataFrame, ids: np.ndarray, symbols_column: str | None, source, log: logging.Logger):
+    """The `var` column to take symbols from: the one asked for (an error if absent), or, when most
+    genes are Ensembl IDs, the first of `SYMBOL_COLUMNS` present (a warning if none); else None."""
+    if symbols_column is not None:
+        column = _find_column(var, symbols_column)
+        if column is None:
+            raise DataError(
+                f"no var column {symbols_column!r} for gene symbols (--gene-symbols); "
+                f"var has columns {[str(c) for c in var.columns]}",
+                source,
+            )
+        return column
+    if not len(ids) or is_ensembl(ids).mean() <= 0.5:
+        return None
+    column = next((c for c in (_find_column(var, n) for n in SYMBOL_COLUMNS) if c is not None), None)
+    if column is None:
+        log.warning(
+            "%s: var_names are Ensembl IDs and var has no symbol column (looked for %s); genes keep their "
+            "Ensembl IDs, so priors must name Ensembl IDs too (or pass --gene-symbols COLUMN)",
+            source or "expression",
+            ", ".join(SYMBOL_COLUMNS),
+        )
+    return column
+
+
+def _log_report(report: dict, source: str, log: logging.Logger) -> None:
+    """Say what harmonising did: genes left without a symbol (warning), duplicates merged (info)."""
     if report["unmapped"]:
         log.warning(
             "%s: %d gene(s) have no symbol in var[%r] and keep their Ensembl ID, e.g. %s",
-            source or "expression",
+            source,
             report["unmapped"],
             report["symbols_column"],
             report["unmapped_examples"],
@@ -287,13 +300,12 @@ def harmonize_genes(adata, *, symbols_column: str | None = None, source=None, lo
     if report["merged_genes"]:
         log.info(
             "%s: %d duplicated gene(s) after mapping (%d columns) merged by rule '%s', e.g. %s",
-            source or "expression",
+            source,
             report["merged_genes"],
             report["merged_columns"],
             report["merge_rule"],
             report["merged_examples"],
         )
-    return merged, report
 
 
 def _harmonize_raw(adata, mapping: dict[str, str]):

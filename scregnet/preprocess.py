@@ -382,7 +382,6 @@ def _with_counts(adata, counts):
 def select_genes(adata, priors: pd.DataFrame, cfg, info: dict) -> np.ndarray:
     """bool [genes]: every expressed prior TF + the `n_top_genes` most variable other genes
     (BEELINE's TFs+N); all genes with n_top_genes="all". Fills info["genes"]."""
-    import scanpy as sc
 
     genes = pd.Index([str(g) for g in adata.var_names])
     prior_tfs = pd.Index(sorted(set(priors["tf"].astype(str))))
@@ -394,21 +393,7 @@ def select_genes(adata, priors: pd.DataFrame, cfg, info: dict) -> np.ndarray:
         flavor = "none (all genes kept)"
     else:
         flavor = cfg.hvg_flavor
-        if flavor == "seurat_v3":
-            if importlib.util.find_spec("skmisc") is None:
-                raise DataError(
-                    "preprocess.hvg_flavor seurat_v3 needs the scikit-misc package, which is not installed; "
-                    "use hvg_flavor: seurat (dispersions of the log-normalised data)"
-                )
-            if COUNTS_LAYER not in adata.layers:
-                raise DataError("preprocess.hvg_flavor seurat_v3 ranks raw counts, but no counts were found")
-            table = sc.pp.highly_variable_genes(
-                adata, flavor="seurat_v3", n_top_genes=len(genes), layer=COUNTS_LAYER, inplace=False
-            )
-            score = table["variances_norm"].to_numpy(np.float64)
-        else:
-            table = sc.pp.highly_variable_genes(adata, flavor=flavor, inplace=False)
-            score = table["dispersions_norm"].to_numpy(np.float64)
+        score = _variability(adata, flavor)
         score = np.where(np.isfinite(score), score, -np.inf)
         candidates = np.flatnonzero(~is_tf)
         order = candidates[np.argsort(-score[candidates], kind="stable")]
@@ -453,6 +438,27 @@ def select_genes(adata, priors: pd.DataFrame, cfg, info: dict) -> np.ndarray:
         _listed(g["prior_targets_dropped_examples"]),
     )
     return keep
+
+
+def _variability(adata, flavor: str) -> np.ndarray:
+    """float64 [genes]: scanpy's normalised dispersion (seurat, cell_ranger) or, for seurat_v3, its
+    normalised variance of the raw counts; higher = more variable."""
+    import scanpy as sc
+
+    if flavor != "seurat_v3":
+        table = sc.pp.highly_variable_genes(adata, flavor=flavor, inplace=False)
+        return table["dispersions_norm"].to_numpy(np.float64)
+    if importlib.util.find_spec("skmisc") is None:
+        raise DataError(
+            "preprocess.hvg_flavor seurat_v3 needs the scikit-misc package, which is not installed; "
+            "use hvg_flavor: seurat (dispersions of the log-normalised data)"
+        )
+    if COUNTS_LAYER not in adata.layers:
+        raise DataError("preprocess.hvg_flavor seurat_v3 ranks raw counts, but no counts were found")
+    table = sc.pp.highly_variable_genes(
+        adata, flavor="seurat_v3", n_top_genes=adata.n_vars, layer=COUNTS_LAYER, inplace=False
+    )
+    return table["variances_norm"].to_numpy(np.float64)
 
 
 def resolve_cell_features(cfg, n_cells: int) -> str:

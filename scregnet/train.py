@@ -284,6 +284,11 @@ def fit(
             history.append(record)
         if on_progress is not None:
             on_progress(epoch, train_cfg.max_epochs)
+    return _finish(f, split, selector, history, train_cfg.select_metric, epoch, stopped_early, start)
+
+
+def _finish(f, split: Split, selector, history, select_metric: str, epoch: int, stopped_early: bool, start: float):
+    """The selected checkpoint restored, its validation metrics (per-TF included), a log line."""
     selector.restore(f.model)
     best_metrics = {}
     if selector.scores is not None:
@@ -294,7 +299,7 @@ def fit(
         "trained %d epochs in %.1fs; best validation %s %.4f at epoch %d%s",
         epoch,
         seconds,
-        train_cfg.select_metric,
+        select_metric,
         selector.value,
         selector.epoch,
         " (early stop)" if stopped_early else "",
