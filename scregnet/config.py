@@ -200,8 +200,23 @@ class ModelConfig(_Section):
     prior_leave_one_out: bool = True
     # Pearson r and |r| of the pair's expression profiles as two extra inputs of the link head.
     coexpression: bool = True
+    # Start the head's r and |r| weights (and its bias) at a logistic regression of the training
+    # labels on (r, |r|) with the prior as offset, instead of at zero: the untrained model is then
+    # label_count + co-expression, and selection on validation keeps it if training does not beat
+    # it. Off by default until the BEELINE tables are rerun with it (benchmarks/lab_coexpression.py).
+    coexpression_init: bool = False
     use_gnn: bool = True  # ablation: embedding (+ expression) only
     use_embedding: bool = True  # ablation: GNN only
+
+    @model_validator(mode="after")
+    def _coexpression_init_needs(self) -> ModelConfig:
+        if self.coexpression_init and (not self.coexpression or self.prior == "none"):
+            raise _relation(
+                f"{{coexpression_init}} needs {{coexpression}}: true and {{prior}}: label_count "
+                f"(got coexpression {self.coexpression}, prior {self.prior}): it starts the zero-initialised "
+                "head's r and |r| weights"
+            )
+        return self
 
 
 class TrainConfig(_Section):

@@ -140,6 +140,47 @@ class _Fit:
     rng: np.random.Generator
 
 
+def init_coexpression_head(model: ScRegNet, x: torch.Tensor, train: torch.Tensor, steps: int = 100) -> dict:
+    """Set the head's r and |r| weights and its bias to the maximum-likelihood logistic regression of
+    the training labels on (r, |r|), with the model's prior (leave-one-out) as a fixed offset.
+
+    x: [N, C] node features; train: int64 [M, 3] (tf, target, label). The head's other weights stay
+    zero, so the untrained model scores prior + w_r r + w_abs |r| + b. Returns the coefficients.
+    """
+    if not model.coexpression:
+        raise ValueError("model.coexpression_init needs model.coexpression: true (the head's r and |r| inputs)")
+    head = model.head
+    if bool(head.weight.detach().abs().sum() > 0):
+        raise ValueError("coexpression_init expects a zero-initialised head (model.prior: label_count)")
+    with torch.no_grad():
+        r = model.pair_correlation(x, train[:, :2]).double()
+        y = train[:, 2].double()
+        offset = model.prior_logit(train[:, :2], train[:, 2]).double() if model.prior != "none" else torch.zeros_like(r)
+    feats = torch.stack([r, r.abs(), torch.ones_like(r)], dim=1)
+    coef = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([coef], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(offset + feats @ coef, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w_r, w_abs, bias = (float(v) for v in coef.detach())
+    with torch.no_grad():
+        # Logit of class 1 minus class 0 = the edge logit; the r and |r| inputs are the last two.
+        head.weight[1, -2], head.weight[1, -1], head.bias[1] = w_r, w_abs, bias
+    log.info(
+        "co-expression head start: w_r %.3f, w_|r| %.3f, bias %.3f (fitted on %d training pairs)",
+        w_r,
+        w_abs,
+        bias,
+        len(y),
+    )
+    return {"w_r": w_r, "w_abs_r": w_abs, "bias": bias}
+
+
 def _setup(inputs: ModelInputs, split: Split, model_cfg, train_cfg) -> _Fit:
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
@@ -149,6 +190,8 @@ def _setup(inputs: ModelInputs, split: Split, model_cfg, train_cfg) -> _Fit:
     edge_index = training_graph(torch.from_numpy(split.train_positive_edges()), x.shape[0]).to(device)
     model = build_model(inputs, model_cfg).to(device)
     model.set_degrees(torch.from_numpy(split.train).to(device))
+    if model_cfg.coexpression_init:
+        init_coexpression_head(model, x, torch.from_numpy(split.train).to(device))
     head_decay = train_cfg.head_weight_decay if train_cfg.head_weight_decay is not None else train_cfg.weight_decay
     params = [
         {"params": [p for name, p in model.named_parameters() if not name.startswith("head.")]},
