@@ -147,15 +147,14 @@ def init_coexpression_head(model: ScRegNet, x: torch.Tensor, train: torch.Tensor
     x: [N, C] node features; train: int64 [M, 3] (tf, target, label). The head's other weights stay
     zero, so the untrained model scores prior + w_r r + w_abs |r| + b. Returns the coefficients.
     """
-    if not model.coexpression:
-        raise ValueError("model.coexpression_init needs model.coexpression: true (the head's r and |r| inputs)")
+    if not model.coexpression or model.prior == "none":
+        # Only with a prior is the head zero-initialised, so that r and |r| are all it adds.
+        raise ValueError("coexpression_init needs model.coexpression: true and model.prior: label_count")
     head = model.head
-    if bool(head.weight.detach().abs().sum() > 0):
-        raise ValueError("coexpression_init expects a zero-initialised head (model.prior: label_count)")
     with torch.no_grad():
         r = model.pair_correlation(x, train[:, :2]).double()
         y = train[:, 2].double()
-        offset = model.prior_logit(train[:, :2], train[:, 2]).double() if model.prior != "none" else torch.zeros_like(r)
+        offset = model.prior_logit(train[:, :2], train[:, 2]).double()
     feats = torch.stack([r, r.abs(), torch.ones_like(r)], dim=1)
     coef = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([coef], max_iter=steps, line_search_fn="strong_wolfe")
@@ -189,22 +188,23 @@ def _setup(inputs: ModelInputs, split: Split, model_cfg, train_cfg) -> _Fit:
     x = torch.from_numpy(inputs.features).to(device)
     edge_index = training_graph(torch.from_numpy(split.train_positive_edges()), x.shape[0]).to(device)
     model = build_model(inputs, model_cfg).to(device)
-    model.set_degrees(torch.from_numpy(split.train).to(device))
+    train = torch.from_numpy(split.train).to(device)  # [M, 3] tf, target, label
+    model.set_degrees(train)
     if model_cfg.coexpression_init:
-        init_coexpression_head(model, x, torch.from_numpy(split.train).to(device))
+        init_coexpression_head(model, x, train)
     head_decay = train_cfg.head_weight_decay if train_cfg.head_weight_decay is not None else train_cfg.weight_decay
     params = [
         {"params": [p for name, p in model.named_parameters() if not name.startswith("head.")]},
         {"params": list(model.head.parameters()), "weight_decay": head_decay},
     ]
-    labels = torch.from_numpy(split.train[:, 2]).to(device)
+    labels = train[:, 2]
     n = len(labels)
     return _Fit(
         model=model,
         opt=_optimizer(train_cfg.optimizer, params, train_cfg.lr, train_cfg.weight_decay),
         x=x,
         edge_index=edge_index,
-        pairs=torch.from_numpy(split.train[:, :2]).to(device),
+        pairs=train[:, :2],
         labels=labels,
         val_pairs=torch.from_numpy(split.val[:, :2]).to(device),
         val_y=split.val[:, 2].astype(int),
@@ -259,7 +259,7 @@ class _Progress:
 
     def __call__(self, epoch: int, loss: float, value: float, best: float, best_epoch: int) -> None:
         now = time.perf_counter()
-        if now - self.last < self.every and self.last > -np.inf:
+        if now - self.last < self.every:  # the first call always logs (last = -inf)
             return
         self.last = now
         elapsed = now - self.start
