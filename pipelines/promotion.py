@@ -30,8 +30,7 @@ def manual_promote(name: str, version: str, reason: str = "") -> None:
     why = f"forced by {actor}" + (f": {reason}" if reason else "") + f" (the gate said: {_gate_said(mv)})"
     decision = registry.Decision(name, str(mv.version), True, why, "manual", float("nan"))
     registry.apply_promotion(decision, zenml_stage_mirror(name, str(mv.version)))
-    for key, value in {"promotion_decision": "forced", "promotion_reason": why[: registry.MAX_TAG]}.items():
-        c.set_model_version_tag(name, str(mv.version), key, value)
+    registry.tag_version(c, name, str(mv.version), {"promotion_decision": "forced", "promotion_reason": why})
     audit.record_event(
         name, "forced", str(mv.version), str(before.version) if before else None, str(mv.version), why, actor=actor
     )

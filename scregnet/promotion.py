@@ -360,11 +360,15 @@ def gate(
     fair: FairSet | None = None,
     challenger_fair_scores: np.ndarray | None = None,
     champion_fair_scores: np.ndarray | None = None,
+    champion_unknown: str | None = None,
 ) -> GateDecision:
-    """The whole gate from a `RegistryConfig`; `fair=None` means there is no champion."""
+    """The whole gate from a `RegistryConfig`. `fair=None` means there is no champion; with
+    `champion_unknown` (why) there is one but no fair set can be built, so it stays."""
     r = registry_cfg
     boot = dict(n_boot=r.bootstrap_samples, seed=r.bootstrap_seed, level=r.bootstrap_level)
-    if fair is None:
+    if champion_unknown is not None:
+        champ = unknown_champion(champion_unknown, r.promotion_metric)
+    elif fair is None:
         champ = no_champion(r.promotion_metric)
     else:
         champ = compare_with_champion(

@@ -1,9 +1,10 @@
 """Model registry: every trained model becomes a version of `scregnet-<dataset>`.
 
-Aliases: `challenger` = the newest version; `champion` moves to it only when it beats the
-current champion on the same evaluation split by more than `promotion_margin` (or when no
-champion exists). The decision and its numbers are stored as version tags, and the
-champion history as a registered-model tag so `rollback` can step back.
+Aliases: `challenger` = the newest version; `champion` moves to it only when it passes the
+promotion gate (`scregnet.promotion`): better than the current champion on pairs neither model
+trained or selected on, and better than every no-learning baseline with bootstrap confidence.
+The decision and its numbers are stored as version tags, the champion history as a
+registered-model tag so `rollback` can step back, and each outcome in the audit log.
 """
 
 from __future__ import annotations
@@ -201,10 +202,9 @@ def register_and_gate(
 
     t = as_tracker(tracking)
     name = model_name(registry_cfg.model_prefix, bundle.meta["dataset"])
-    before = current_champion(name, t)
     decision = register(run_id, model_uri, name, bundle, split, registry_cfg, t, extra_tags)
     apply_promotion(decision, mirror, t)
-    champion_before = str(before.version) if before is not None else None
+    champion_before = decision.champion_version  # the champion the gate compared with
     audit.record_event(
         name,
         "promoted" if decision.promoted else "kept",
@@ -249,20 +249,7 @@ def _gate(bundle: ModelBundle, split, test_scores, registry_cfg, champion, track
         champion_seen = challenger_seen  # the same split: it trained and selected on the same pairs
     else:
         why = "the champion was registered without its training pairs; promote by hand to replace it"
-        comparison = promotion.unknown_champion(why, registry_cfg.promotion_metric)
-        r = registry_cfg
-        base = promotion.check_baselines(
-            split.test,
-            test_scores,
-            baselines,
-            r.baseline_margin,
-            r.baseline_min_tfs,
-            r.bootstrap_samples,
-            r.bootstrap_seed,
-            r.bootstrap_level,
-            enabled=r.baseline_gate,
-        )
-        return promotion.decide(comparison, base)
+        return promotion.gate(registry_cfg, split.test, test_scores, baselines, champion_unknown=why)
     fair = promotion.fair_evaluation_set(split.test, bundle.genes, [challenger_seen, champion_seen])
     challenger_fair = bundle.score_indices(fair.pairs) if fair.n_pairs else np.zeros(0)
     champion_fair = (
@@ -273,15 +260,18 @@ def _gate(bundle: ModelBundle, split, test_scores, registry_cfg, champion, track
     return promotion.gate(registry_cfg, split.test, test_scores, baselines, fair, challenger_fair, champion_fair)
 
 
+def tag_version(c, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a model version (values cut to MLflow's limit), with retries."""
+    for k, v in tags.items():
+        with_retries(lambda k=k, v=v: c.set_model_version_tag(name, version, k, v[:MAX_TAG]), f"tag version {version}")
+
+
 def _record(c, decision: Decision) -> Decision:
     tags = decision.tags or {
         "promotion_decision": "promoted" if decision.promoted else "rejected",
         "promotion_reason": decision.reason,
     }
-    for k, v in tags.items():
-        with_retries(
-            lambda k=k, v=v: c.set_model_version_tag(decision.name, decision.version, k, v[:MAX_TAG]), "tag the version"
-        )
+    tag_version(c, decision.name, decision.version, tags)
     return decision
 
 
@@ -349,8 +339,7 @@ def rollback(name: str, tracking=None) -> str:
         "promotion_reason": f"rolled back: champion returned to version {previous}",
     }
     try:
-        for k, v in tags.items():
-            with_retries(lambda k=k, v=v: c.set_model_version_tag(name, demoted, k, v), "tag the rolled-back version")
+        tag_version(c, name, demoted, tags)
     except Exception as exc:  # a deleted version has no tags to correct
         if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(exc, "error_code", "")) + str(exc):
             raise
