@@ -18,6 +18,8 @@ from pydantic_core import PydanticCustomError
 from scregnet.errors import ConfigError
 
 Protocol = Literal["genelink", "heldout_tf", "heldout_target", "heldout_both"]
+PeerName = Literal["grnboost2", "genie3", "pearson", "spearman", "embedding_cosine"]
+PEERS: tuple[str, ...] = typing.get_args(PeerName)  # scregnet.peers computes them; records names them
 EmbedderKind = Literal["none", "pca", "precomputed", "geneformer"]
 GnnKind = Literal["gcn", "sage", "gat"]
 
@@ -276,9 +278,7 @@ class PeerConfig(_Section):
     """What a lab would run instead of the model (scregnet/peers.py): unsupervised scores of
     every (TF, gene) pair from the expression alone, or from a gene embedding."""
 
-    peers: list[Literal["grnboost2", "genie3", "pearson", "spearman", "embedding_cosine"]] = Field(
-        default_factory=lambda: ["grnboost2", "pearson", "spearman", "embedding_cosine"]
-    )
+    peers: list[PeerName] = Field(default_factory=lambda: ["grnboost2", "pearson", "spearman", "embedding_cosine"])
     # GRNBoost2 as arboreto runs it (SCENIC's default): stochastic gradient boosting per target
     # gene on the regulators' expression, stopped when the mean out-of-bag improvement over the
     # last `early_stop_window` trees turns negative; importance x number of trees.

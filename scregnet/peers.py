@@ -46,7 +46,6 @@ from scregnet.embeddings.base import GeneEmbedding
 
 log = logging.getLogger(__name__)
 
-PEERS = ("grnboost2", "genie3", "pearson", "spearman", "embedding_cosine")
 EXPRESSION_PEERS = ("grnboost2", "genie3", "pearson", "spearman")
 TREE_PEERS = ("grnboost2", "genie3")
 # Bump when a peer's algorithm changes: cached matrices of older versions are then ignored.

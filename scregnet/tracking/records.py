@@ -30,9 +30,9 @@ import time
 from typing import Any
 
 from scregnet.baselines import BASELINES
+from scregnet.config import PEERS
 from scregnet.tracking.client import Tracker
 
-PEERS = ("grnboost2", "genie3", "pearson", "spearman", "embedding_cosine")  # scregnet.peers.PEERS
 # The ZenML pipeline run a run belongs to: after a failed pipeline the CLI closes the runs with
 # this tag that were left RUNNING (a step that failed loading its inputs could not close them).
 PIPELINE_RUN_TAG = "zenml_pipeline_run"
