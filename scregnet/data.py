@@ -91,10 +91,7 @@ class GRNDataset:
 
     def expression_hash(self) -> str:
         """sha256 of the gene names and the expression values (the embed step's cache key)."""
-        h = hashlib.sha256()
-        h.update("\n".join(self.adata.var_names).encode())
-        hash_matrix(h, self.adata.X)
-        return h.hexdigest()
+        return expression_content_hash(self.adata)
 
     def priors_hash(self) -> str:
         """sha256 of the sorted (tf, target) prior pairs."""
@@ -166,16 +163,30 @@ def _zscore_sparse_columns(x, block: int = 256) -> np.ndarray:
 HASH_CHUNK = 1 << 20  # elements hashed at a time: bounded temporary copies (8 MB)
 
 
+def expression_content_hash(adata) -> str:
+    """sha256 of a cells x genes AnnData's gene names and X values (`hash_matrix`): the cache key of
+    the embed step and of the peer scores. Storage details (float32 vs float64, duplicate sparse
+    entries) do not change it; values and gene names do."""
+    h = hashlib.sha256()
+    h.update("\n".join(map(str, adata.var_names)).encode())
+    hash_matrix(h, adata.X)
+    return h.hexdigest()
+
+
 def hash_matrix(h, x) -> None:
     """Feed a matrix into hashlib object `h` in chunks, never densifying.
 
     Dense: its float32 bytes in row order (the same digest as hashing `x.astype(float32)` whole,
     so hashes of dense data are those of earlier versions). Sparse: format and shape, then the
-    data (float32), indices and indptr (int64) arrays.
+    data (float32), indices and indptr (int64) arrays of its canonical form (duplicates summed,
+    indices sorted: the same content hashes the same).
     """
     if sp.issparse(x):
         fmt = x.format if x.format in ("csr", "csc") else "csr"
         x = x if x.format == fmt else x.tocsr()
+        if not x.has_canonical_format:
+            x = x.copy()
+            x.sum_duplicates()
         h.update(f"{fmt}{tuple(int(d) for d in x.shape)}".encode())
         for array, dtype in ((x.data, np.float32), (x.indices, np.int64), (x.indptr, np.int64)):
             for lo in range(0, array.size, HASH_CHUNK):

@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from scregnet.config import PeerConfig
+from scregnet.data import expression_content_hash
 from scregnet.embeddings.base import GeneEmbedding
 
 log = logging.getLogger(__name__)
@@ -104,29 +105,6 @@ def fill_missing(scores: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- hashing / cache
-
-
-def expression_content_hash(adata) -> str:
-    """sha256 of gene names, shape and values (as float32) of a cells x genes AnnData; no dense copy."""
-    x = adata.X
-    h = hashlib.sha256()
-    h.update("\n".join(map(str, adata.var_names)).encode() + b"|")
-    h.update(np.asarray(x.shape, dtype=np.int64).tobytes())
-    if sp.issparse(x):
-        csr = sp.csr_matrix(x)
-        if not csr.has_canonical_format:
-            csr = csr.copy()
-            csr.sum_duplicates()
-        h.update(b"csr")
-        h.update(np.ascontiguousarray(csr.indptr, dtype=np.int64).tobytes())
-        h.update(np.ascontiguousarray(csr.indices, dtype=np.int64).tobytes())
-        h.update(np.ascontiguousarray(csr.data, dtype=np.float32).tobytes())
-    else:
-        h.update(b"dense")
-        arr = np.asarray(x)
-        for lo in range(0, arr.shape[0], 4096):  # row chunks: no full float32 copy of a float64 matrix
-            h.update(np.ascontiguousarray(arr[lo : lo + 4096], dtype=np.float32).tobytes())
-    return h.hexdigest()
 
 
 def _settings(name: str, cfg: PeerConfig) -> dict:

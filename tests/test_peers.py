@@ -135,6 +135,16 @@ def test_expression_hash_ignores_storage_details_not_values(messy):
         (np.r_[coo.data, 0.0], (np.r_[coo.row, coo.row[0]], np.r_[coo.col, coo.col[0]])), shape=messy.shape
     )  # a duplicate entry: summed, same content
     assert expression_content_hash(_adata(csr)) == expression_content_hash(_adata(dup.tocsr()))
+    # The same CSR with a stored duplicate (an explicit 0.0 beside an entry): not canonical, same content.
+    end = csr.indptr[1]
+    assert end > 0, "row 0 of the fixture has a non-zero"
+    noncanonical = sp.csr_matrix(
+        (np.r_[csr.data[:end], 0.0, csr.data[end:]], np.r_[csr.indices[:end], csr.indices[0], csr.indices[end:]],
+         np.r_[0, csr.indptr[1:] + 1]),
+        shape=csr.shape,
+    )  # fmt: skip
+    assert not noncanonical.has_canonical_format
+    assert expression_content_hash(_adata(noncanonical)) == expression_content_hash(_adata(csr))
     other = messy.copy()
     other[5, 5] += 0.5
     assert expression_content_hash(_adata(other)) != dense
