@@ -133,19 +133,13 @@ class Tracker:
             self.call(lambda b=batch: self.client.log_batch(run_id, params=b), "log params")
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
-        """Finite values of `metrics` at `step` (NaN and None are left out: MLflow charts cannot show them)."""
-        from mlflow.entities import Metric
+        """Values of `metrics` at `step` (NaN and None are left out: MLflow charts cannot show them)."""
+        self.log_series(run_id, {k: [(step or 0, v)] for k, v in metrics.items()}, "log metrics")
 
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(k, float(v), now, step or 0)
-            for k, v in metrics.items()
-            if v is not None and not math.isnan(float(v))
-        ]
-        self._log_metric_batch(run_id, batch, "log metrics")
-
-    def log_series(self, run_id: str, series: dict[str, list[tuple[int, float]]]) -> None:
-        """Per-step values: name -> [(step, value), ...] (e.g. training curves by epoch)."""
+    def log_series(
+        self, run_id: str, series: dict[str, list[tuple[int, float]]], what: str = "log metric series"
+    ) -> None:
+        """Per-step values: name -> [(step, value), ...] (e.g. training curves by epoch), in batches."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -155,9 +149,6 @@ class Tracker:
             for step, v in points
             if v is not None and not math.isnan(float(v))
         ]
-        self._log_metric_batch(run_id, batch, "log metric series")
-
-    def _log_metric_batch(self, run_id: str, batch: list, what: str) -> None:
         for i in range(0, len(batch), METRICS_PER_BATCH):
             self.call(lambda b=batch[i : i + METRICS_PER_BATCH]: self.client.log_batch(run_id, metrics=b), what)
 
@@ -190,9 +181,12 @@ class Tracker:
         self.call(lambda: self.client.log_inputs(run_id, datasets=inputs), "log the input dataset")
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        """Set run tags (values as strings)."""
-        for k, v in tags.items():
-            self.call(lambda k=k, v=v: self.client.set_tag(run_id, k, str(v)), f"set tag {k}")
+        """Set run tags (values as strings) in one request."""
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        if batch:
+            self.call(lambda: self.client.log_batch(run_id, tags=batch), f"set tags {', '.join(tags)}")
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Close the run with `status` (FINISHED, FAILED, KILLED)."""
