@@ -32,6 +32,7 @@ from scregnet.tracking import as_tracker, with_retries
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".parquet", ".graphml")
 ORDERS = ("score", "tf")
+COLUMNS = ["tf", "target", "score", "rank", "known"]  # of a network in score order
 PAIRS_PER_BLOCK = 1_000_000  # pairs scored per model call (bounds the per-block memory)
 ROWS_PER_CHUNK = 1_000_000  # rows per written chunk
 GRAPHML_MAX_EDGES = 2_000_000  # networkx holds the whole graph: larger networks go to parquet
@@ -161,9 +162,8 @@ def _name_ranks(genes: list[str]) -> np.ndarray:
     return ranks
 
 
-def _ranked(keys: np.ndarray, scores: np.ndarray, n: int, genes: list[str]) -> np.ndarray:
-    """Order of `keys` by score (descending), then TF name, then target name."""
-    names = _name_ranks(genes)
+def _ranked(keys: np.ndarray, scores: np.ndarray, n: int, names: np.ndarray) -> np.ndarray:
+    """Order of `keys` by score (descending), then TF name, then target name (`names`: `_name_ranks`)."""
     return np.lexsort((names[keys % n], names[keys // n], np.negative(scores, dtype=np.float32)))
 
 
@@ -179,6 +179,7 @@ def network_chunks(bundle: ModelBundle, spec: NetworkSpec) -> Iterator[pd.DataFr
     tf_idx = _tf_indices(bundle, spec.tfs)
     warn_tfs_without_positives(bundle, tf_idx)
     known = _known_keys(bundle)
+    name_ranks = _name_ranks(bundle.genes)  # once: every block's ranking breaks ties by name
 
     def frame(keys: np.ndarray, scores: np.ndarray, rank_name: str, ranks: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame(
@@ -194,7 +195,7 @@ def network_chunks(bundle: ModelBundle, spec: NetworkSpec) -> Iterator[pd.DataFr
     if spec.order == "tf" and spec.top is None:
         for keys, scores in score_blocks(bundle, tf_idx, spec):
             tf = keys // n
-            order = _ranked(keys, scores, n, bundle.genes)
+            order = _ranked(keys, scores, n, name_ranks)
             order = order[np.argsort(tf[order], kind="stable")]  # grouped by TF, by score within
             keys, scores, tf = keys[order], scores[order], tf[order]
             starts = np.r_[0, np.flatnonzero(np.diff(tf)) + 1]
@@ -205,20 +206,17 @@ def network_chunks(bundle: ModelBundle, spec: NetworkSpec) -> Iterator[pd.DataFr
         return
     keys_parts, score_parts = [], []
     for keys, scores in score_blocks(bundle, tf_idx, spec):
+        keys_parts.append(keys)
+        score_parts.append(scores)
         if spec.top is not None:  # a running top-N keeps memory at N + one block
-            keys_parts.append(keys)
-            score_parts.append(scores)
             keys, scores = np.concatenate(keys_parts), np.concatenate(score_parts)
             if len(keys) > spec.top:
-                order = _ranked(keys, scores, n, bundle.genes)[: spec.top]
+                order = _ranked(keys, scores, n, name_ranks)[: spec.top]
                 keys, scores = keys[order], scores[order]
             keys_parts, score_parts = [keys], [scores]
-        else:
-            keys_parts.append(keys)
-            score_parts.append(scores)
     keys = np.concatenate(keys_parts) if keys_parts else np.zeros(0, np.int64)
     scores = np.concatenate(score_parts) if score_parts else np.zeros(0, np.float32)
-    order = _ranked(keys, scores, n, bundle.genes)
+    order = _ranked(keys, scores, n, name_ranks)
     if spec.top is not None:
         order = order[: spec.top]
     for lo in range(0, len(order), ROWS_PER_CHUNK):
@@ -229,8 +227,7 @@ def network_chunks(bundle: ModelBundle, spec: NetworkSpec) -> Iterator[pd.DataFr
 def score_all_pairs(bundle: ModelBundle, tfs: list[str] | None = None) -> pd.DataFrame:
     """Every (TF, gene) pair except self pairs, scored, best first, with `rank` 1..n (in memory)."""
     parts = list(network_chunks(bundle, NetworkSpec(tfs=tfs)))
-    cols = ["tf", "target", "score", "rank", "known"]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
 
 
 def write_network(chunks: Iterator[pd.DataFrame], out: str | Path, meta: dict | None = None) -> tuple[Path, dict]:
@@ -262,7 +259,7 @@ def write_network(chunks: Iterator[pd.DataFrame], out: str | Path, meta: dict | 
                     float_format="%.6g",
                 )
             if not summary["pairs"]:
-                pd.DataFrame(columns=["tf", "target", "score", "rank", "known"]).to_csv(tmp, index=False)
+                pd.DataFrame(columns=COLUMNS).to_csv(tmp, index=False)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
