@@ -273,6 +273,10 @@ class RegistryConfig(_Section):
     bootstrap_level: float = Field(0.95, gt=0, lt=1)
     bootstrap_seed: int = Field(0, ge=0)
 
+    def bootstrap(self) -> dict[str, float | int]:
+        """The paired bootstrap's settings as keyword arguments (`n_boot`, `seed`, `level`)."""
+        return {"n_boot": self.bootstrap_samples, "seed": self.bootstrap_seed, "level": self.bootstrap_level}
+
 
 class PeerConfig(_Section):
     """What a lab would run instead of the model (scregnet/peers.py): unsupervised scores of

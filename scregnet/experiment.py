@@ -86,8 +86,7 @@ def evaluate(model: ModelBundle, split: Split, peers=None, bootstrap: dict | Non
 def _default_bootstrap() -> dict:
     from scregnet.config import RegistryConfig
 
-    r = RegistryConfig()
-    return {"n_boot": r.bootstrap_samples, "seed": r.bootstrap_seed, "level": r.bootstrap_level}
+    return RegistryConfig().bootstrap()
 
 
 @dataclass
@@ -121,9 +120,7 @@ def run_experiment(
     inputs = inputs or ModelInputs.build(dataset, embedding)
     result = fit(inputs, split, config.model, train_cfg, on_eval=on_eval)
     model = bundle(result, inputs, config.model)
-    r = config.registry
-    boot = {"n_boot": r.bootstrap_samples, "seed": r.bootstrap_seed, "level": r.bootstrap_level}
-    return ExperimentResult(split, result, model, evaluate(model, split, peers, boot))
+    return ExperimentResult(split, result, model, evaluate(model, split, peers, config.registry.bootstrap()))
 
 
 def run_seeds(

@@ -365,7 +365,7 @@ def gate(
     """The whole gate from a `RegistryConfig`. `fair=None` means there is no champion; with
     `champion_unknown` (why) there is one but no fair set can be built, so it stays."""
     r = registry_cfg
-    boot = dict(n_boot=r.bootstrap_samples, seed=r.bootstrap_seed, level=r.bootstrap_level)
+    boot = r.bootstrap()
     if champion_unknown is not None:
         champ = unknown_champion(champion_unknown, r.promotion_metric)
     elif fair is None:

@@ -189,10 +189,7 @@ def retrain_and_evaluate(
     with mlflow.holding(run_id) if run_id else nullcontext():
         res = fit(inputs, split, cfg.model, cfg.train)
         model = bundle(res, inputs, cfg.model, dataset=dataset.name, split_sha256=split.hash())
-        r = cfg.registry
-        ev = evaluate(
-            model, split, peers, {"n_boot": r.bootstrap_samples, "seed": r.bootstrap_seed, "level": r.bootstrap_level}
-        )
+        ev = evaluate(model, split, peers, cfg.registry.bootstrap())
         if run_id:
             records.log_training(mlflow, run_id, res, split, inputs, cfg.train.select_metric)
             title = f"{dataset.name} ({split.protocol}, seed {split.seed}, tuned)"

@@ -24,9 +24,7 @@ def evaluate(
     with measured("evaluate"):
         mlflow = tracker(config)
         with mlflow.holding(mlflow_run_id):  # exception: FAILED; SIGTERM/SIGINT: KILLED
-            r = config.registry
-            boot = {"n_boot": r.bootstrap_samples, "seed": r.bootstrap_seed, "level": r.bootstrap_level}
-            ev = evaluate_model(model, split, peer_scores, boot)
+            ev = evaluate_model(model, split, peer_scores, config.registry.bootstrap())
             if peer_scores is not None and peer_scores.skipped:
                 mlflow.set_tags(mlflow_run_id, {f"peer_{n}_skipped": why for n, why in peer_scores.skipped.items()})
             title = f"{model.meta.get('dataset', '')} ({split.protocol}, seed {split.seed})"

@@ -1,4 +1,4 @@
-"""Register the model; move `champion` only if it beats the current one (MLflow + ZenML agree)."""
+"""Register the model; move `champion` only if it passes the promotion gate (MLflow + ZenML agree)."""
 
 from __future__ import annotations
 
